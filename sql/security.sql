@@ -1,0 +1,37 @@
+-- Only superusers and members of pgdog_reshard_admin may call the functions or read the views;
+-- nobody but superusers reads the stored configuration (it holds passwords).
+\set SHOW_CONTEXT never
+CREATE ROLE regress_nobody LOGIN;
+CREATE ROLE regress_operator LOGIN;
+GRANT pgdog_reshard_admin TO regress_operator;
+SET ROLE regress_nobody;
+SELECT reshard_load_config('', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT reshard_reload_config();
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM reshard_databases;
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM reshard_sharded_tables;
+\echo :LAST_ERROR_SQLSTATE
+SELECT reshard_hash_shard(1::bigint, 2);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pgdog_reshard.config;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE regress_operator;
+SELECT reshard_load_config($toml$
+[[databases]]
+name = "ops"
+host = "127.0.0.1"
+user = "ops_user"
+password = "ops-secret-pw"
+$toml$);
+SELECT name, host, "user" FROM reshard_databases;
+SELECT reshard_hash_shard(42::bigint, 4);
+-- The granted role still cannot read the raw configuration.
+SELECT * FROM pgdog_reshard.config;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT origin, loaded_by FROM pgdog_reshard.config;
+DROP OWNED BY regress_nobody, regress_operator;
+DROP ROLE regress_nobody, regress_operator;

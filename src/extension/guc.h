@@ -1,0 +1,14 @@
+// The pgdog_reshard.* settings.
+#pragma once
+
+namespace pgdog_reshard {
+
+// Where reshard_reload_config() reads PgDog's files from (superuser-only to set).
+extern char *guc_config_file;
+extern char *guc_users_file;
+// The database on the control node that holds the extension's catalog; the launcher connects to it.
+extern char *guc_database_name;
+
+void guc_init();
+
+}  // namespace pgdog_reshard
