@@ -201,7 +201,7 @@ SELECT name, count(*) AS hosts FROM reshard_databases GROUP BY name ORDER BY nam
 SELECT count(*) AS rules FROM reshard_sharded_tables;
 
 -- reshard_reload_config reads the files named by the settings (written here with lo_export).
-SELECT lo_export(lo_from_bytea(0, convert_to($toml$
+SELECT lo_from_bytea(0, convert_to($toml$
 [[databases]]
 name = "src"
 host = "127.0.0.1"
@@ -212,13 +212,15 @@ host = "127.0.0.1"
 port = 6001
 user = "direct_user"
 password = "direct-secret-pw"
-$toml$, 'UTF8')), 'regress_pgdog.toml') AS written;
-SELECT lo_export(lo_from_bytea(0, convert_to($u$
+$toml$, 'UTF8')) AS pgdog_oid \gset
+SELECT lo_export(:pgdog_oid, 'regress_pgdog.toml') AS written;
+SELECT lo_from_bytea(0, convert_to($u$
 [[users]]
 name = "from_users_file"
 database = "src"
 password = "file-secret-pw"
-$u$, 'UTF8')), 'regress_users.toml') AS written;
+$u$, 'UTF8')) AS users_oid \gset
+SELECT lo_export(:users_oid, 'regress_users.toml') AS written;
 SET pgdog_reshard.config_file = 'regress_pgdog.toml';
 SET pgdog_reshard.users_file = 'regress_users.toml';
 SELECT reshard_reload_config();

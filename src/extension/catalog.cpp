@@ -1,19 +1,22 @@
 #include "extension/catalog.h"
 
 #include "core/error.h"
+#include "extension/boundary.h"
 #include "extension/spi.h"
 
 namespace pgdog_reshard {
 
 void catalog_store_config(const StoredConfig &config, const std::string &origin) {
+  // The role that called, not the extension owner the SECURITY DEFINER function runs as.
+  std::string caller = pg_call([] { return GetUserNameFromId(GetOuterUserId(), false); });
   SpiSession spi;
   spi.exec(
-      "INSERT INTO pgdog_reshard.config AS c (id, pgdog_toml, users_toml, pgdog_path, users_path, origin)"
-      " VALUES (1, $1, $2, $3, $4, $5)"
+      "INSERT INTO pgdog_reshard.config AS c (id, pgdog_toml, users_toml, pgdog_path, users_path, origin, loaded_by)"
+      " VALUES (1, $1, $2, $3, $4, $5, $6)"
       " ON CONFLICT (id) DO UPDATE SET pgdog_toml = excluded.pgdog_toml, users_toml = excluded.users_toml,"
       " pgdog_path = excluded.pgdog_path, users_path = excluded.users_path, origin = excluded.origin,"
-      " loaded_at = now(), loaded_by = session_user",
-      {config.pgdog_toml, config.users_toml, config.pgdog_path, config.users_path, origin});
+      " loaded_at = now(), loaded_by = excluded.loaded_by",
+      {config.pgdog_toml, config.users_toml, config.pgdog_path, config.users_path, origin, caller});
 }
 
 std::optional<StoredConfig> catalog_load_config() {
