@@ -96,9 +96,10 @@ class Connection {
   Connection &operator=(Connection &&) = delete;
   Connection(const Connection &) = delete;
   Connection &operator=(const Connection &) = delete;
-  ~Connection();  // closes the connection (PQfinish)
+  ~Connection();  // cancels a command still running (PQcancel), then closes (PQfinish)
 
-  // Runs one statement (or a simple-query string of several, returning the last result).
+  // Runs one statement (or a simple-query string of several, returning the last result; the first
+  // error wins). COPY is refused (XX000, and the connection closes): use the COPY calls below.
   // A server error throws Error with the server's SQLSTATE, message, detail and hint, the message
   // prefixed by the server's host:port. If the waiter throws mid-query, the query is cancelled on the
   // server (PQcancel), the connection is closed (is_open() false), and the waiter's Error propagates.
@@ -108,17 +109,22 @@ class Connection {
 
   // COPY ... TO STDOUT: calls on_data for every CopyData chunk (a row, for COPY), in order, without
   // buffering the whole output. Returns the number of rows reported by the command tag.
+  // If on_data throws, the COPY is cancelled and the connection closed, as for a waiter error.
   uint64_t copy_out(std::string_view copy_sql,
                     const std::function<void(const char *data, size_t len)> &on_data);
 
   // COPY ... FROM STDIN: begin, put any number of chunks (non-blocking sends, waiting for the socket
   // to drain through the waiter), then end (returns rows from the command tag) or abort with a reason.
+  // A server error in the data surfaces at copy_in_end (or copy_in_put); the connection stays open.
+  // copy_in_abort is for error paths: it throws only if the waiter does, and does nothing when the
+  // connection is already closed or no COPY is in progress.
   void copy_in_begin(std::string_view copy_sql);
   void copy_in_put(const char *data, size_t len);
   uint64_t copy_in_end();
   void copy_in_abort(std::string_view reason);
 
-  // Asks the server to cancel whatever runs now (PQcancel); safe from any thread.
+  // Asks the server to cancel whatever runs now (PQcancel); safe from any thread, but not during
+  // a move of this Connection. The command fails with the server's 57014; the connection stays.
   void cancel();
 
   bool is_open() const;
