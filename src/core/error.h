@@ -30,6 +30,12 @@ inline constexpr const char *kSystemError = "58000";             // system_error
 inline constexpr const char *kUndefinedFile = "58P01";           // undefined_file
 inline constexpr const char *kOutOfMemory = "53200";             // out_of_memory
 inline constexpr const char *kProtocolViolation = "08P01";       // protocol_violation
+inline constexpr const char *kConnectionDoesNotExist = "08003";  // connection_does_not_exist
+inline constexpr const char *kBadCopyFileFormat = "22P04";       // bad_copy_file_format
+inline constexpr const char *kDatatypeMismatch = "42804";        // datatype_mismatch
+// check_violation: what PostgreSQL raises for a row that fits no partition, the same situation as
+// a sharding key that no list/range rule maps.
+inline constexpr const char *kCheckViolation = "23514";
 inline constexpr const char *kInternalError = "XX000";           // internal_error: a bug, never a user mistake
 }  // namespace sqlstate
 

@@ -15,9 +15,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Not in error.h because only this file raises it: an operation on a connection already closed.
-constexpr const char *kConnectionDoesNotExist = "08003";  // connection_does_not_exist
-
 constexpr int kStopCheckMs = 100;  // PollWaiter's promise: should_stop is checked this often
 // COPY IN flushes libpq's output buffer after this many bytes: in non-blocking mode libpq grows the
 // buffer instead of waiting, so without a bound a slow server would make us buffer the whole table.
@@ -325,7 +322,7 @@ void Connection::flush_outgoing() {
 
 void Connection::require_open() const {
   if (!conn_) {
-    throw Error(kConnectionDoesNotExist, location() + ": the connection is closed",
+    throw Error(sqlstate::kConnectionDoesNotExist, location() + ": the connection is closed",
                 "An interrupted operation or a failure closed it.", "Open a new connection.");
   }
 }
