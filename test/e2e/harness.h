@@ -3,7 +3,24 @@
 // Each instance is initdb'ed as the `postgres` OS user (PostgreSQL refuses to run as root) in its own
 // temporary directory, with wal_level = logical, listening on 127.0.0.1 on a free port. It is always
 // stopped and removed when the PgInstance is destroyed, when the test binary exits, and when it dies
-// of a signal (a handler stops every live instance with `pg_ctl stop -m immediate`).
+// of a signal (a handler sends every live postmaster SIGQUIT, what `pg_ctl stop -m immediate` sends).
+//
+// Cleanup, layer by layer: the destructor (stop -m immediate, remove the directory); an atexit
+// handler (same, for instances still alive at exit); handlers for SIGINT, SIGTERM, SIGABRT, SIGSEGV
+// and SIGBUS (SIGQUIT to each postmaster, then the signal is re-raised; the directory is left); the
+// first instance of the next test process removes directories whose owning process is dead
+// (cleanup_stale_instances); and test/e2e/cleanup-stale.sh, which CI runs after the tests.
+//
+// Things a test should know:
+// - The process becomes a child subreaper (PR_SET_CHILD_SUBREAPER) so that postmasters, orphaned
+//   when pg_ctl exits, are reaped here instead of staying zombies under a PID 1 that never reaps.
+//   Orphaned descendants of the test therefore become its children: wait for your own children
+//   with waitpid(pid, ...), never wait() or waitpid(-1, ...).
+// - synchronous_commit = off and fsync = off: fast, but a crash (stop -m immediate, SIGKILL) can
+//   lose the last few hundred milliseconds of commits. A crash test that needs every commit to
+//   survive adds "synchronous_commit = on" to extra_conf.
+// - A PgInstance is not thread-safe; distinct instances may be created and used from different
+//   threads at once. A forked child never stops or removes its parent's instances.
 #pragma once
 
 #include <sys/types.h>
@@ -32,6 +49,9 @@ struct ServerError : std::runtime_error {
 
 using Row = std::vector<std::optional<std::string>>;
 
+// Every instance directory is mkdtemp(kTempPrefix + name + ".XXXXXX").
+inline constexpr const char *kTempPrefix = "/tmp/pgdog_reshard_test.";
+
 class PgInstance {
  public:
   explicit PgInstance(InstanceOptions options = {});  // initdb + start; throws std::runtime_error
@@ -42,6 +62,7 @@ class PgInstance {
   const std::string &host() const { return host_; }   // "127.0.0.1"
   int port() const { return port_; }
   const std::string &data_dir() const { return data_dir_; }
+  const std::string &base_dir() const { return base_dir_; }  // the temp dir: data/, server.log, socket
   const std::string &name() const { return options_.name; }
   // "host=127.0.0.1 port=N dbname=DB user=USER"
   std::string conninfo(const std::string &db = "postgres", const std::string &user = "postgres") const;
@@ -55,7 +76,10 @@ class PgInstance {
   // Runs sql expecting an error; returns it (fails with std::runtime_error if it succeeded).
   ServerError error_of(const std::string &sql, const std::string &db = "postgres") const;
 
-  void start();                                 // pg_ctl start -w
+  // pg_ctl start -w; no-op if running. The first start picks a free port and retries on another
+  // one if it was taken meanwhile; a later start keeps the port (tests may have written it into a
+  // configuration) and throws if it stays taken.
+  void start();
   void stop(const std::string &mode = "fast");  // pg_ctl stop -m mode -w
   void restart(const std::string &mode = "fast");
   bool running() const;
@@ -70,9 +94,31 @@ class PgInstance {
   std::string data_dir_;
   std::string log_file_;
   bool started_ = false;
+  pid_t owner_pid_ = 0;  // the process that created it: a forked child must not tear it down
+  int slot_ = -1;        // in the process-wide registry the exit and signal handlers walk
+
+  std::string bin(const std::string &program) const;
+  std::vector<std::string> as_postgres(std::vector<std::string> argv) const;
+  void init_cluster();
+  void write_config();
+  void write_port_config();
+  void cleanup() noexcept;
 };
 
 // Polls `probe` every 50 ms until it returns true or timeout_ms passes; returns the last result.
 bool wait_until(const std::function<bool()> &probe, int timeout_ms = 10000);
+
+// Process-wide setup, done by the first PgInstance of a process (idempotent): exit and signal
+// handlers, child subreaper, sweep of stale directories. Call it before fork() when the child
+// creates instances, so that the parent reaps what the child leaves behind.
+void init_harness();
+
+// Stops the servers and removes the directories under kTempPrefix whose owning test process is
+// dead (killed by SIGKILL, a timeout, a crash). Instances of live processes are never touched.
+// Returns the number of directories removed.
+int cleanup_stale_instances();
+
+// True while `pid` is a live process (a zombie is dead). A zombie child named postgres is reaped.
+bool process_alive(pid_t pid);
 
 }  // namespace pgdog_reshard::test
