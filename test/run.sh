@@ -20,11 +20,12 @@ unit=$(grep -oP 'tests failed out of \K[0-9]+' "$log")
 echo "== pg_regress (temporary instance, as the postgres OS user: PostgreSQL refuses root)"
 outdir=$(mktemp -d /tmp/pgdog_reshard_regress.XXXXXX)
 chown postgres "$outdir"
-if ! runuser -u postgres -- make --no-print-directory installcheck REGRESS_OUTPUTDIR="$outdir"; then
+if ! runuser -u postgres -- make --no-print-directory installcheck REGRESS_OUTPUTDIR="$outdir" | tee "$log"; then
   cat "$outdir/regression.diffs" || true
   exit 1
 fi
-regress=$(grep -c '^ok\|^test .* ok' "$outdir/regression.out" || true)
+# pg_regress 15 prints "test name ... ok", 16+ "ok 1 - name"
+regress=$(grep -cE '^(test .* \.\.\. ok|ok [0-9]+ )' "$log" || true)
 rm -rf "$outdir"
 
 echo "== end-to-end tests (real PostgreSQL instances on loopback)"
