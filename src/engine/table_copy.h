@@ -1,0 +1,49 @@
+// One table's copy from one source shard: a consistent snapshot, its LSN watermark, and every row
+// routed by its sharding key to the destination shards over binary COPY.
+//
+// On a replication=database connection to the source: BEGIN READ ONLY ISOLATION LEVEL REPEATABLE
+// READ; CREATE_REPLICATION_SLOT <slot> TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use') whose consistent
+// point is the watermark (changes of this table committed after it come from replication); COPY
+// (columns) TO STDOUT (FORMAT binary); rows parsed and routed to COPY (columns) FROM STDIN (FORMAT
+// binary) on each destination shard, whose sessions run with session_replication_role = replica so
+// triggers and foreign keys do not fire. Streaming: nothing is held but one bounded buffer per shard.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/lsn.h"
+#include "core/pg.h"
+#include "engine/table_plan.h"
+#include "engine/task_context.h"
+
+namespace pgdog_reshard {
+
+class TableCopyObserver {
+ public:
+  virtual ~TableCopyObserver() = default;
+  virtual void snapshot_taken(Lsn watermark) = 0;
+  // Called now and then while rows flow (at most a few times a second), and once at the end.
+  virtual void progress(uint64_t rows, uint64_t bytes) = 0;
+};
+
+struct TableCopyResult {
+  Lsn watermark;
+  uint64_t rows = 0;                      // read from the source
+  uint64_t bytes = 0;                     // of binary COPY data read
+  std::vector<uint64_t> rows_per_shard;   // written to each destination shard
+};
+
+// Runs the copy. The destination table must exist and be empty of this source's rows (the caller
+// truncates before a retry). Throws Error on any failure; every connection is closed and the
+// temporary slot goes with its connection.
+TableCopyResult copy_table(const TablePlan &table, const ConnParams &source,
+                           const std::vector<ConnParams> &destinations, const std::string &slot_name,
+                           TaskContext &ctx, TableCopyObserver *observer = nullptr);
+
+// TRUNCATE the table on every destination shard, to restart a failed copy cleanly.
+void truncate_destinations(const TablePlan &table, const std::vector<ConnParams> &destinations,
+                           TaskContext &ctx);
+
+}  // namespace pgdog_reshard
