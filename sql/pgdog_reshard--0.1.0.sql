@@ -29,6 +29,93 @@ REVOKE ALL ON pgdog_reshard.config FROM PUBLIC;
 -- Keep the configuration in pg_dump of the control node.
 SELECT pg_catalog.pg_extension_config_dump('pgdog_reshard.config', '');
 
+-- Tasks: every command the extension runs in the background, durable across restarts.
+CREATE TABLE pgdog_reshard.tasks (
+  id bigserial PRIMARY KEY,
+  command text NOT NULL CHECK (command IN ('schema_sync', 'copy_data', 'replicate', 'reshard')),
+  source text NOT NULL,
+  destination text NOT NULL,
+  publication text NOT NULL,
+  options jsonb NOT NULL DEFAULT '{}',   -- schema phase, slot name, ...
+  state text NOT NULL DEFAULT 'pending'
+    CHECK (state IN ('pending', 'running', 'replicating', 'done', 'failed', 'cancelled')),
+  phase text,
+  error text,
+  stop_requested boolean NOT NULL DEFAULT false,
+  worker_pid integer,
+  created_by name NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  -- The configuration the task was started with (holds passwords: never exposed by a view).
+  pgdog_toml text NOT NULL,
+  users_toml text
+);
+REVOKE ALL ON pgdog_reshard.tasks FROM PUBLIC;
+
+-- One row per table and source shard to copy.
+CREATE TABLE pgdog_reshard.table_copies (
+  task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
+  source_shard integer NOT NULL,
+  schema_name text NOT NULL,
+  table_name text NOT NULL,
+  ordinal integer NOT NULL,              -- the table's position in the plan
+  columns jsonb NOT NULL,                -- copied columns, in order (generated ones left out)
+  key_column text,                       -- NULL: omnisharded
+  key_type text,
+  identity_columns jsonb NOT NULL,
+  replica_identity_full boolean NOT NULL DEFAULT false,
+  state text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'running', 'done', 'failed')),
+  attempts integer NOT NULL DEFAULT 0,
+  rows bigint NOT NULL DEFAULT 0,
+  bytes bigint NOT NULL DEFAULT 0,
+  estimated_bytes bigint NOT NULL DEFAULT 0,
+  watermark pg_lsn,                      -- changes at or below it are in the copy already
+  worker_pid integer,
+  started_at timestamptz,
+  updated_at timestamptz,
+  finished_at timestamptz,
+  error text,
+  PRIMARY KEY (task_id, source_shard, schema_name, table_name)
+);
+REVOKE ALL ON pgdog_reshard.table_copies FROM PUBLIC;
+
+-- One row per schema statement and destination shard.
+CREATE TABLE pgdog_reshard.schema_statements (
+  task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
+  phase text NOT NULL,
+  shard integer NOT NULL,
+  seq integer NOT NULL,
+  kind text NOT NULL,
+  schema_name text,
+  object_name text,
+  statement text NOT NULL,
+  state text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'exists', 'failed', 'cancelled')),
+  started_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  error text,
+  PRIMARY KEY (task_id, phase, shard, seq)
+);
+REVOKE ALL ON pgdog_reshard.schema_statements FROM PUBLIC;
+
+-- Every replication slot a task created, so that none is ever leaked.
+CREATE TABLE pgdog_reshard.replication_slots (
+  task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
+  source_shard integer NOT NULL,
+  host text NOT NULL,
+  port integer NOT NULL,
+  database_name text NOT NULL,
+  slot_name text NOT NULL,
+  lsn pg_lsn NOT NULL,                   -- where the slot starts
+  confirmed_lsn pg_lsn,                  -- what the destinations have committed
+  temporary boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  dropped_at timestamptz,
+  last_commit_at timestamptz,
+  PRIMARY KEY (task_id, source_shard, slot_name)
+);
+REVOKE ALL ON pgdog_reshard.replication_slots FROM PUBLIC;
+
 -- Configuration ---------------------------------------------------------------------------------
 
 CREATE FUNCTION @extschema@.reshard_load_config(pgdog_toml text, users_toml text DEFAULT NULL)
@@ -69,6 +156,77 @@ CREATE VIEW @extschema@.reshard_sharded_tables AS
   SELECT database, schema_name, table_name, column_name, data_type, method, mappings::jsonb AS mappings
   FROM pgdog_reshard.config_sharded_tables();
 
+-- Tasks ----------------------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.reshard_schema_sync(source text, destination text, publication text,
+                                                phase text DEFAULT 'pre')
+RETURNS bigint
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'reshard_schema_sync';
+COMMENT ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) IS
+  'Copy the source''s schema to every destination shard: phase pre (before the copy) or post (after)';
+
+CREATE FUNCTION @extschema@.reshard_copy_data(source text, destination text, publication text,
+                                              slot text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'reshard_copy_data';
+COMMENT ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) IS
+  'Pre-flight, schema pre, a replication slot per source shard, every table copied and routed, schema post';
+
+CREATE FUNCTION @extschema@.reshard_stop(task bigint)
+RETURNS boolean
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'reshard_stop';
+COMMENT ON FUNCTION @extschema@.reshard_stop(bigint) IS
+  'Stop a task: its workers stop, the slots it made are dropped, it ends cancelled';
+
+-- One row per task.
+CREATE VIEW @extschema@.reshard_status AS
+  SELECT t.id, t.command, t.source, t.destination, t.publication, t.state, t.phase,
+         -- A done table counts whole; a running one by its COPY bytes against its size estimate.
+         CASE WHEN c.tables = 0 THEN NULL
+              WHEN c.done = c.tables THEN 100.0
+              WHEN c.estimated_bytes > 0 THEN round(least(99.9, 100.0 * c.progress_bytes / c.estimated_bytes), 1)
+              ELSE round(100.0 * c.done / c.tables, 1) END AS progress,
+         c.done AS tables_copied, c.tables AS tables_total, c.rows AS rows_copied, c.bytes AS bytes_copied,
+         NULL::bigint AS lag_bytes,
+         t.error, t.created_by, t.created_at AS started_at, t.updated_at, t.finished_at,
+         coalesce(t.finished_at, now()) - t.created_at AS elapsed
+  FROM pgdog_reshard.tasks t
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS tables, count(*) FILTER (WHERE x.state = 'done') AS done,
+           coalesce(sum(x.rows), 0) AS rows, coalesce(sum(x.bytes), 0) AS bytes,
+           coalesce(sum(x.estimated_bytes), 0) AS estimated_bytes,
+           coalesce(sum(CASE WHEN x.state = 'done' THEN x.estimated_bytes ELSE least(x.bytes, x.estimated_bytes) END), 0)
+             AS progress_bytes
+    FROM pgdog_reshard.table_copies x WHERE x.task_id = t.id) c;
+
+-- One row per table and source shard of a copy; bytes are binary COPY bytes read from the source.
+CREATE VIEW @extschema@.reshard_table_copies AS
+  SELECT c.task_id, c.schema_name AS schema, c.table_name AS "table", c.source_shard, c.state,
+         c.rows, c.bytes,
+         CASE WHEN e.seconds > 0 THEN round(c.bytes / e.seconds) END AS bytes_per_sec,
+         make_interval(secs => e.seconds) AS elapsed,
+         CASE WHEN c.state = 'running' AND c.bytes > 0 AND c.estimated_bytes > c.bytes
+              THEN make_interval(secs => e.seconds * (c.estimated_bytes - c.bytes) / c.bytes) END AS eta,
+         c.estimated_bytes, c.attempts, c.watermark, c.started_at, c.finished_at, c.error
+  FROM pgdog_reshard.table_copies c
+  CROSS JOIN LATERAL (SELECT extract(epoch FROM coalesce(c.finished_at, CASE WHEN c.state = 'running' THEN now() END)
+                                     - c.started_at)::float8 AS seconds) e;
+
+-- One row per schema statement and destination shard.
+CREATE VIEW @extschema@.reshard_schema_sync AS
+  SELECT task_id, shard, phase, seq, kind, schema_name, object_name, state, started_at,
+         coalesce(finished_at, now()) - started_at AS elapsed, statement, error
+  FROM pgdog_reshard.schema_statements;
+
+-- The permanent replication slots tasks created on the source shards.
+CREATE VIEW @extschema@.reshard_replication_slots AS
+  SELECT task_id, source_shard, host, port, database_name, slot_name AS slot, lsn, confirmed_lsn,
+         NULL::bigint AS lag_bytes, temporary, created_at, dropped_at, last_commit_at
+  FROM pgdog_reshard.replication_slots;
+
 -- Sharding -----------------------------------------------------------------------------------------
 
 -- PostgreSQL's hash partitioning of one key (and so PgDog's router): the shard of `value` among
@@ -97,6 +255,11 @@ REVOKE ALL ON FUNCTION pgdog_reshard.config_sharded_tables() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_hash_shard(bigint, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_hash_shard(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_hash_shard(uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_stop(bigint) FROM PUBLIC;
+REVOKE ALL ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
+  @extschema@.reshard_replication_slots FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_databases FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_sharded_tables FROM PUBLIC;
 
@@ -107,5 +270,10 @@ GRANT EXECUTE ON FUNCTION pgdog_reshard.config_sharded_tables() TO pgdog_reshard
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_hash_shard(bigint, integer) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_hash_shard(text, integer) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_hash_shard(uuid, integer) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_stop(bigint) TO pgdog_reshard_admin;
+GRANT SELECT ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
+  @extschema@.reshard_replication_slots TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_databases TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_sharded_tables TO pgdog_reshard_admin;

@@ -38,6 +38,13 @@ struct TableCopyResult {
 // Runs the copy. The destination table must exist and be empty of this source's rows (the caller
 // truncates before a retry). Throws Error on any failure; every connection is closed and the
 // temporary slot goes with its connection.
+// Every session uses the source's server encoding as client_encoding. Each shard copies in a
+// transaction committed only once every shard's COPY has ended, so a failure leaves no rows
+// (only one between the shards' final commits can leave some committed). An error keeps its
+// SQLSTATE and names the side that failed: "copy of "s"."t" from source host:port failed: ..."
+// or "... to destination shard N (host:port) failed: ..."; a cancel is "... stopped: ..."
+// (57014 / 57P01). A text sharding key with a destination in another server encoding is
+// refused (0A000) before any row moves.
 TableCopyResult copy_table(const TablePlan &table, const ConnParams &source,
                            const std::vector<ConnParams> &destinations, const std::string &slot_name,
                            TaskContext &ctx, TableCopyObserver *observer = nullptr);

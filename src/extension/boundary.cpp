@@ -61,6 +61,21 @@ void raise_caught(const CaughtError &error) {
   pg_unreachable();
 }
 
+__attribute__((noinline)) void pg_try_call(void (*fn)(void *), void *arg) {
+  MemoryContext caller_context = CurrentMemoryContext;
+  ErrorData *volatile edata = nullptr;
+  PG_TRY();
+  { fn(arg); }
+  PG_CATCH();
+  {
+    MemoryContextSwitchTo(caller_context);
+    edata = CopyErrorData();
+    FlushErrorState();
+  }
+  PG_END_TRY();
+  if (edata) throw_error_data(edata);
+}
+
 void throw_error_data(ErrorData *edata) {
   char code[6];
   int c = edata->sqlerrcode;

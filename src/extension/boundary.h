@@ -47,40 +47,30 @@ Datum cpp_entry(Body &&body) {
   raise_caught(caught);
 }
 
+// Runs fn(arg) inside PG_TRY; an ERROR becomes a pgdog_reshard::Error, thrown after PG_END_TRY.
+// Never inlined: the sigsetjmp lives in this one small frame, never in a caller's, so no caller
+// local can be clobbered by the longjmp and no caller needs volatile.
+void pg_try_call(void (*fn)(void *), void *arg);
+
 // Calls a PostgreSQL function that may ereport(ERROR), from C++ code. `fn` must be a thin call with
-// no C++ objects of its own (a longjmp out of it skips them). An ERROR becomes a pgdog_reshard::Error.
+// no C++ objects of its own (a longjmp out of it skips them) and must not throw. An ERROR becomes a
+// pgdog_reshard::Error carrying the original SQLSTATE, message, detail and hint.
 template <typename Fn>
 auto pg_call(Fn &&fn) -> decltype(fn()) {
   using Result = decltype(fn());
-  MemoryContext caller_context = CurrentMemoryContext;
-  // Written in PG_CATCH, after the longjmp: volatile keeps it out of a register setjmp restores.
-  ErrorData *volatile edata = nullptr;
   if constexpr (std::is_void_v<Result>) {
-    PG_TRY();
-    { fn(); }
-    PG_CATCH();
-    {
-      MemoryContextSwitchTo(caller_context);
-      edata = CopyErrorData();
-      FlushErrorState();
-    }
-    PG_END_TRY();
-    if (edata) throw_error_data(edata);
+    pg_try_call([](void *f) { (*static_cast<std::remove_reference_t<Fn> *>(f))(); }, &fn);
   } else {
     static_assert(std::is_trivially_copyable_v<Result>, "pg_call returns plain C values only");
-    Result result{};
-    Result *volatile out = &result;  // writes go to memory, which the longjmp does not roll back
-    PG_TRY();
-    { *out = fn(); }
-    PG_CATCH();
-    {
-      MemoryContextSwitchTo(caller_context);
-      edata = CopyErrorData();
-      FlushErrorState();
-    }
-    PG_END_TRY();
-    if (edata) throw_error_data(edata);
-    return result;
+    struct Call {
+      Fn &fn;
+      Result result;
+    } call{fn, Result{}};
+    pg_try_call([](void *c) {
+      auto *call = static_cast<Call *>(c);
+      call->result = call->fn();
+    }, &call);
+    return call.result;
   }
 }
 

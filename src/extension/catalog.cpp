@@ -6,9 +6,12 @@
 
 namespace pgdog_reshard {
 
+std::string calling_role() {
+  return pg_call([] { return GetUserNameFromId(GetOuterUserId(), false); });
+}
+
 void catalog_store_config(const StoredConfig &config, const std::string &origin) {
-  // The role that called, not the extension owner the SECURITY DEFINER function runs as.
-  std::string caller = pg_call([] { return GetUserNameFromId(GetOuterUserId(), false); });
+  std::string caller = calling_role();
   SpiSession spi;
   spi.exec(
       "INSERT INTO pgdog_reshard.config AS c (id, pgdog_toml, users_toml, pgdog_path, users_path, origin, loaded_by)"

@@ -17,6 +17,9 @@ struct StoredConfig {
   std::string users_path;
 };
 
+// The role that called us: the SET ROLE one, not the owner a SECURITY DEFINER function runs as.
+std::string calling_role();
+
 // Replaces the stored configuration (in the caller's transaction: all or nothing).
 void catalog_store_config(const StoredConfig &config, const std::string &origin);
 // The stored configuration, if any.

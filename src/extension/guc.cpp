@@ -7,6 +7,7 @@ namespace pgdog_reshard {
 char *guc_config_file = nullptr;
 char *guc_users_file = nullptr;
 char *guc_database_name = nullptr;
+int guc_parallel_copies = 2;
 
 void guc_init() {
   DefineCustomStringVariable(
@@ -21,6 +22,10 @@ void guc_init() {
       "pgdog_reshard.database_name", "Database holding the pgdog_reshard extension on this node.",
       "The launcher background worker connects to it to find work.", &guc_database_name, "postgres",
       PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "pgdog_reshard.parallel_copies", "Table copies at once per source shard.",
+      "Each uses a background worker, a temporary replication slot and a WAL sender on the source.",
+      &guc_parallel_copies, 2, 1, 64, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   MarkGUCPrefixReserved("pgdog_reshard");
 }
 

@@ -6,6 +6,12 @@
 #include "extension/compat.h"
 #include "extension/guc.h"
 #include "extension/pg_server.h"
+#include "extension/spi.h"
+#include "extension/task_catalog.h"
+#include "extension/transaction.h"
+#include "extension/worker.h"
+
+#include <map>
 
 namespace pgdog_reshard {
 
@@ -51,8 +57,42 @@ void on_launcher_exit(int, Datum) {
   LWLockRelease(AddinShmemInitLock);
 }
 
+bool extension_installed() {
+  SpiSession spi;
+  return spi.query("SELECT to_regclass('pgdog_reshard.tasks') IS NOT NULL")[0][0] == std::string("t");
+}
+
+// Gives every unfinished task a worker (after a restart this resumes them), once.
+void start_task_workers(std::map<int64_t, BackgroundWorkerHandle *> &started) {
+  std::vector<int64_t> tasks = in_transaction([] {
+    return extension_installed() ? tasks_needing_worker() : std::vector<int64_t>{};
+  });
+  for (int64_t task : tasks) {
+    auto it = started.find(task);
+    pid_t pid;
+    if (it != started.end() && GetBackgroundWorkerPid(it->second, &pid) != BGWH_STOPPED) continue;
+    BackgroundWorkerHandle *handle = nullptr;
+    if (pg_call([&] { return worker_launch("pgdog_reshard_task_main", "pgdog_reshard task", task, 0, &handle); })) {
+      started[task] = handle;
+    } else {
+      pg_call([&] { elog(WARNING, "pgdog_reshard: no free background worker slot for task %lld", static_cast<long long>(task)); });
+    }
+  }
+}
+
+void supervise(std::map<int64_t, BackgroundWorkerHandle *> &started) {
+  try {
+    start_task_workers(started);
+  } catch (const std::exception &e) {
+    // Logged and retried at the next wake-up: the launcher itself must not crash-loop.
+    pg_call([&] { elog(WARNING, "pgdog_reshard launcher: %s", e.what()); });
+  }
+}
+
 void launcher_loop() {
+  std::map<int64_t, BackgroundWorkerHandle *> started;
   while (!got_sigterm) {
+    supervise(started);
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kIdleTimeoutMs,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
@@ -61,7 +101,6 @@ void launcher_loop() {
       got_sighup = false;
       ProcessConfigFile(PGC_SIGHUP);
     }
-    // Tasks are picked up here once the engine has any (schema sync, copy, replication, cutover).
   }
 }
 

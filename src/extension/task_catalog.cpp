@@ -1,0 +1,297 @@
+#include "extension/task_catalog.h"
+
+#include "core/json.h"
+#include "extension/spi.h"
+
+namespace pgdog_reshard {
+
+namespace {
+
+std::string json_array(const std::vector<std::string> &items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); i++) out += (i ? ", " : "") + json_string(items[i]);
+  return out + "]";
+}
+
+std::vector<std::string> column_values(const std::vector<SpiRow> &rows) {
+  std::vector<std::string> out;
+  for (const SpiRow &row : rows) out.push_back(row[0].value_or(""));
+  return out;
+}
+
+std::string num(int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+int64_t task_insert(const std::string &command, const ReshardRequest &request, const std::string &options_json,
+                    const StoredConfig &config) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "INSERT INTO pgdog_reshard.tasks (command, source, destination, publication, options, created_by,"
+      " pgdog_toml, users_toml) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING id",
+      {command, request.source, request.destination, request.publication, options_json,
+       calling_role(), config.pgdog_toml, config.users_toml},
+      false);
+  return std::stoll(*rows.at(0)[0]);
+}
+
+std::optional<TaskRow> task_load(int64_t id) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT id, command, source, destination, publication, options::text, state, coalesce(phase, ''),"
+      " stop_requested, pgdog_toml, users_toml FROM pgdog_reshard.tasks WHERE id = $1::bigint",
+      {num(id)});
+  if (rows.empty()) return std::nullopt;
+  const SpiRow &r = rows[0];
+  TaskRow task;
+  task.id = std::stoll(*r[0]);
+  task.command = *r[1];
+  task.source = *r[2];
+  task.destination = *r[3];
+  task.publication = *r[4];
+  task.options = *r[5];
+  task.state = *r[6];
+  task.phase = *r[7];
+  task.stop_requested = *r[8] == "t";
+  task.config = StoredConfig{*r[9], r[10], "pgdog.toml", "users.toml"};
+  return task;
+}
+
+void task_update(int64_t id, const std::string &state, const std::string &phase,
+                 const std::optional<std::string> &error) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.tasks SET state = $2, phase = $3, error = coalesce($4, error), updated_at = now(),"
+      " finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() END WHERE id = $1::bigint",
+      {num(id), state, phase, error});
+}
+
+void task_set_worker(int64_t id, int pid) {
+  SpiSession spi;
+  spi.exec("UPDATE pgdog_reshard.tasks SET worker_pid = $2::int, updated_at = now() WHERE id = $1::bigint",
+           {num(id), num(pid)});
+}
+
+std::vector<int64_t> tasks_needing_worker() {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT id FROM pgdog_reshard.tasks t WHERE state IN ('pending', 'running', 'replicating')"
+      " AND (worker_pid IS NULL OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = t.worker_pid"
+      " AND a.backend_type = 'pgdog_reshard task')) ORDER BY id");
+  std::vector<int64_t> ids;
+  for (const SpiRow &r : rows) ids.push_back(std::stoll(*r[0]));
+  return ids;
+}
+
+std::string task_option(const TaskRow &task, const char *key) {
+  SpiSession spi;
+  auto rows = spi.query("SELECT $1::jsonb ->> $2", {task.options, std::string(key)});
+  return rows.empty() ? "" : rows[0][0].value_or("");
+}
+
+void table_copies_insert(int64_t task, const ReshardPlan &plan) {
+  SpiSession spi;
+  for (size_t i = 0; i < plan.tables.size(); i++) {
+    const TablePlan &t = plan.tables[i];
+    // Omnisharded tables hold the same rows on every source shard: read them from shard 0 only.
+    int shards = t.omnisharded() ? 1 : plan.source_shards;
+    for (int shard = 0; shard < shards; shard++) {
+      SpiParams params = {num(task), num(shard), t.schema, t.name, num(static_cast<int64_t>(i)),
+                          json_array(t.columns), std::nullopt, std::nullopt, json_array(t.identity_columns),
+                          t.replica_identity_full ? "true" : "false", num(t.estimated_bytes)};
+      if (t.key) {
+        params[6] = t.key->column;
+        params[7] = std::string(key_type_name(t.key->type));
+      }
+      spi.exec(
+          "INSERT INTO pgdog_reshard.table_copies (task_id, source_shard, schema_name, table_name, ordinal,"
+          " columns, key_column, key_type, identity_columns, replica_identity_full, estimated_bytes)"
+          " VALUES ($1::bigint, $2::int, $3, $4, $5::int, $6::jsonb, $7, $8, $9::jsonb, $10::boolean, $11::bigint)"
+          " ON CONFLICT DO NOTHING",
+          params);
+    }
+  }
+}
+
+std::optional<int> table_copy_claim(int64_t task, int pid) {
+  SpiSession spi;
+  // The lowest table none of whose rows are taken; the row lock keeps two workers apart.
+  auto rows = spi.query(
+      "WITH next AS (SELECT ordinal FROM pgdog_reshard.table_copies c WHERE task_id = $1::bigint"
+      "   AND state = 'waiting' AND NOT EXISTS (SELECT 1 FROM pgdog_reshard.table_copies o"
+      "     WHERE o.task_id = c.task_id AND o.ordinal = c.ordinal AND o.state <> 'waiting')"
+      "   ORDER BY ordinal LIMIT 1 FOR UPDATE SKIP LOCKED)"
+      " UPDATE pgdog_reshard.table_copies c SET state = 'running', worker_pid = $2::int, updated_at = now(),"
+      "   attempts = attempts + 1, error = NULL"
+      " FROM next WHERE c.task_id = $1::bigint AND c.ordinal = next.ordinal RETURNING c.ordinal",
+      {num(task), num(pid)}, false);
+  if (rows.empty()) return std::nullopt;
+  return std::stoi(*rows[0][0]);
+}
+
+std::vector<TablePlan> table_copy_plans(int64_t task, int ordinal) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT schema_name, table_name, key_column, key_type, replica_identity_full::text, estimated_bytes"
+      " FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint AND ordinal = $2::int LIMIT 1",
+      {num(task), num(ordinal)});
+  if (rows.empty()) return {};
+  TablePlan plan;
+  plan.schema = *rows[0][0];
+  plan.name = *rows[0][1];
+  plan.replica_identity_full = *rows[0][4] == "true";
+  plan.estimated_bytes = std::stoll(*rows[0][5]);
+  const char *elements =
+      "SELECT e FROM pgdog_reshard.table_copies, jsonb_array_elements_text(%s) WITH ORDINALITY AS x(e, n)"
+      " WHERE task_id = $1::bigint AND ordinal = $2::int AND source_shard = (SELECT min(source_shard)"
+      " FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint AND ordinal = $2::int) ORDER BY n";
+  char sql[1024];
+  snprintf(sql, sizeof(sql), elements, "columns");
+  plan.columns = column_values(spi.query(sql, {num(task), num(ordinal)}));
+  snprintf(sql, sizeof(sql), elements, "identity_columns");
+  plan.identity_columns = column_values(spi.query(sql, {num(task), num(ordinal)}));
+  if (rows[0][2]) {
+    ShardingKey key;
+    key.column = *rows[0][2];
+    for (size_t i = 0; i < plan.columns.size(); i++) {
+      if (plan.columns[i] == key.column) key.index = static_cast<int>(i);
+    }
+    key.type = key_type_from_name(rows[0][3].value_or("")).value_or(KeyType::Int8);
+    plan.key = key;  // the rule itself is re-derived from the task's configuration by the caller
+  }
+  return {plan};
+}
+
+void table_copy_progress(int64_t task, int ordinal, int shard, const std::string &state, uint64_t rows,
+                         uint64_t bytes, std::optional<Lsn> watermark, const std::optional<std::string> &error) {
+  SpiSession spi;
+  std::optional<std::string> lsn;
+  if (watermark) lsn = watermark->to_string();
+  spi.exec(
+      "UPDATE pgdog_reshard.table_copies SET state = $4, rows = $5::bigint, bytes = $6::bigint,"
+      " watermark = coalesce($7::pg_lsn, watermark), error = $8, updated_at = now(),"
+      " started_at = CASE WHEN $4 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,"
+      " finished_at = CASE WHEN $4 IN ('done', 'failed') THEN now() END"
+      " WHERE task_id = $1::bigint AND ordinal = $2::int AND source_shard = $3::int",
+      {num(task), num(ordinal), num(shard), state, num(static_cast<int64_t>(rows)), num(static_cast<int64_t>(bytes)),
+       lsn, error});
+}
+
+void table_copy_reset(int64_t task, int ordinal) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.table_copies SET state = 'waiting', rows = 0, bytes = 0, watermark = NULL,"
+      " worker_pid = NULL, started_at = NULL, finished_at = NULL, updated_at = now()"
+      " WHERE task_id = $1::bigint AND ordinal = $2::int",
+      {num(task), num(ordinal)});
+}
+
+int table_copy_attempts(int64_t task, int ordinal) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT coalesce(max(attempts), 0) FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint AND ordinal = $2::int",
+      {num(task), num(ordinal)});
+  return std::stoi(*rows[0][0]);
+}
+
+CopyCounts table_copy_counts(int64_t task) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT count(*) FILTER (WHERE state = 'waiting'), count(*) FILTER (WHERE state = 'running'),"
+      " count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'failed')"
+      " FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint",
+      {num(task)});
+  return CopyCounts{std::stoi(*rows[0][0]), std::stoi(*rows[0][1]), std::stoi(*rows[0][2]), std::stoi(*rows[0][3])};
+}
+
+void table_copy_release_dead(int64_t task) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.table_copies c SET state = 'waiting', worker_pid = NULL, rows = 0, bytes = 0,"
+      " watermark = NULL, updated_at = now() WHERE task_id = $1::bigint AND state = 'running'"
+      " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.worker_pid"
+      " AND a.backend_type = 'pgdog_reshard copy')",
+      {num(task)});
+}
+
+std::optional<std::string> table_copy_failure(int64_t task) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT format('copy of %I.%I from source shard %s failed: %s', schema_name, table_name, source_shard, error)"
+      " FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint AND state = 'failed' ORDER BY ordinal LIMIT 1",
+      {num(task)});
+  if (rows.empty()) return std::nullopt;
+  return rows[0][0];
+}
+
+std::vector<int> table_copy_shards(int64_t task, int ordinal) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT source_shard FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint AND ordinal = $2::int"
+      " ORDER BY source_shard",
+      {num(task), num(ordinal)});
+  std::vector<int> shards;
+  for (const SpiRow &r : rows) shards.push_back(std::stoi(*r[0]));
+  return shards;
+}
+
+void schema_statement_started(int64_t task, const std::string &phase, int shard, size_t seq, const std::string &kind,
+                              const std::string &schema, const std::string &name, const std::string &sql) {
+  SpiSession spi;
+  spi.exec(
+      "INSERT INTO pgdog_reshard.schema_statements (task_id, phase, shard, seq, kind, schema_name, object_name,"
+      " statement) VALUES ($1::bigint, $2, $3::int, $4::int, $5, $6, $7, $8)"
+      " ON CONFLICT (task_id, phase, shard, seq) DO UPDATE SET state = 'running', started_at = now(),"
+      " finished_at = NULL, error = NULL",
+      {num(task), phase, num(shard), num(static_cast<int64_t>(seq)), kind, schema, name, sql});
+}
+
+void schema_statement_finished(int64_t task, const std::string &phase, int shard, size_t seq,
+                               const std::string &state, const std::optional<std::string> &error) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.schema_statements SET state = $5, error = $6, finished_at = now()"
+      " WHERE task_id = $1::bigint AND phase = $2 AND shard = $3::int AND seq = $4::int",
+      {num(task), phase, num(shard), num(static_cast<int64_t>(seq)), state, error});
+}
+
+void slot_insert(int64_t task, int shard, const std::string &host, int port, const std::string &dbname,
+                 const std::string &slot, Lsn lsn) {
+  SpiSession spi;
+  spi.exec(
+      "INSERT INTO pgdog_reshard.replication_slots (task_id, source_shard, host, port, database_name,"
+      " slot_name, lsn) VALUES ($1::bigint, $2::int, $3, $4::int, $5, $6, $7::pg_lsn)"
+      " ON CONFLICT DO NOTHING",
+      {num(task), num(shard), host, num(port), dbname, slot, lsn.to_string()});
+}
+
+std::vector<SlotRow> slots_of(int64_t task) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT source_shard, host, port, database_name, slot_name, lsn::text, dropped_at IS NOT NULL"
+      " FROM pgdog_reshard.replication_slots WHERE task_id = $1::bigint ORDER BY source_shard, slot_name",
+      {num(task)});
+  std::vector<SlotRow> out;
+  for (const SpiRow &r : rows) {
+    SlotRow slot;
+    slot.source_shard = std::stoi(*r[0]);
+    slot.host = *r[1];
+    slot.port = std::stoi(*r[2]);
+    slot.database_name = *r[3];
+    slot.slot_name = *r[4];
+    slot.lsn = Lsn::parse(*r[5]).value_or(Lsn());
+    slot.dropped = *r[6] == "t";
+    out.push_back(slot);
+  }
+  return out;
+}
+
+void slot_mark_dropped(int64_t task, int shard, const std::string &slot) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.replication_slots SET dropped_at = now()"
+      " WHERE task_id = $1::bigint AND source_shard = $2::int AND slot_name = $3",
+      {num(task), num(shard), slot});
+}
+
+}  // namespace pgdog_reshard

@@ -1,0 +1,75 @@
+// The tasks' durable state in the control node's catalog (pgdog_reshard.tasks and friends), via SPI.
+// Callers provide the transaction: a SQL function's own, or in_transaction() in a worker.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/lsn.h"
+#include "engine/preflight.h"
+#include "engine/table_plan.h"
+#include "extension/catalog.h"
+
+namespace pgdog_reshard {
+
+struct TaskRow {
+  int64_t id = 0;
+  std::string command, source, destination, publication, options, state, phase;
+  bool stop_requested = false;
+  StoredConfig config;
+
+  ReshardRequest request(int parallel_copies) const {
+    return ReshardRequest{source, destination, publication, parallel_copies};
+  }
+};
+
+int64_t task_insert(const std::string &command, const ReshardRequest &request, const std::string &options_json,
+                    const StoredConfig &config);
+std::optional<TaskRow> task_load(int64_t id);
+// state/phase/error of a task; a terminal state (done, failed, cancelled) sets finished_at.
+void task_update(int64_t id, const std::string &state, const std::string &phase,
+                 const std::optional<std::string> &error = std::nullopt);
+void task_set_worker(int64_t id, int pid);
+// Tasks that should have a worker and have none alive (pending, running, replicating).
+std::vector<int64_t> tasks_needing_worker();
+std::string task_option(const TaskRow &task, const char *key);  // options->>key, "" if absent
+
+// Table copies: one row per table and source shard, with what the copy needs to rebuild its plan.
+void table_copies_insert(int64_t task, const ReshardPlan &plan);
+// Claims the next table none of whose copies started; returns its ordinal.
+std::optional<int> table_copy_claim(int64_t task, int pid);
+std::vector<TablePlan> table_copy_plans(int64_t task, int ordinal);  // the table (one entry), from the catalog
+void table_copy_progress(int64_t task, int ordinal, int shard, const std::string &state, uint64_t rows,
+                         uint64_t bytes, std::optional<Lsn> watermark, const std::optional<std::string> &error);
+void table_copy_reset(int64_t task, int ordinal);  // back to waiting after a failed attempt (attempts + 1)
+int table_copy_attempts(int64_t task, int ordinal);
+struct CopyCounts {
+  int waiting = 0, running = 0, done = 0, failed = 0;
+};
+CopyCounts table_copy_counts(int64_t task);
+void table_copy_release_dead(int64_t task);  // rows claimed by workers that are gone -> waiting
+std::optional<std::string> table_copy_failure(int64_t task);  // the first final failure, if any
+std::vector<int> table_copy_shards(int64_t task, int ordinal);  // source shards to read the table from
+
+// Schema statements as they run.
+void schema_statement_started(int64_t task, const std::string &phase, int shard, size_t seq, const std::string &kind,
+                              const std::string &schema, const std::string &name, const std::string &sql);
+void schema_statement_finished(int64_t task, const std::string &phase, int shard, size_t seq,
+                               const std::string &state, const std::optional<std::string> &error);
+
+// Replication slots a task made.
+struct SlotRow {
+  int source_shard = 0;
+  std::string host, database_name, slot_name;
+  int port = 0;
+  Lsn lsn;
+  bool dropped = false;
+};
+void slot_insert(int64_t task, int shard, const std::string &host, int port, const std::string &dbname,
+                 const std::string &slot, Lsn lsn);
+std::vector<SlotRow> slots_of(int64_t task);
+void slot_mark_dropped(int64_t task, int shard, const std::string &slot);
+
+}  // namespace pgdog_reshard

@@ -1,0 +1,253 @@
+// A task worker: runs one task's phases in order (schema pre, slots, copies, schema post, then
+// replicating), recording each step in the catalog. Every phase is idempotent, so a task restarted
+// after a crash or a server restart runs them again and skips what is done.
+#include <mutex>
+#include <vector>
+
+#include "engine/cluster.h"
+#include "engine/preflight.h"
+#include "engine/schema_sync.h"
+#include "engine/slots.h"
+#include "extension/backend_context.h"
+#include "extension/guc.h"
+#include "extension/task_catalog.h"
+#include "extension/transaction.h"
+#include "extension/worker.h"
+
+namespace pgdog_reshard {
+
+namespace {
+
+constexpr int kMaxCopyWorkerRestarts = 3;
+
+// apply_schema reports from one thread per shard; PostgreSQL may only be called from this one.
+// Events wait here until the engine next checks for interrupts, then go to the catalog.
+class SchemaEventQueue : public SchemaSyncObserver {
+ public:
+  explicit SchemaEventQueue(int64_t task) : task_(task) {}
+
+  void statement_started(int shard, SchemaPhase phase, size_t index, const SchemaStatement &s) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    events_.push_back({shard, schema_phase_name(phase), index, "running", s.kind, s.schema, s.name, s.sql, {}});
+  }
+  void statement_finished(int shard, SchemaPhase phase, size_t index, StatementOutcome outcome,
+                          const std::string &error) override {
+    const char *state = outcome == StatementOutcome::Done            ? "done"
+                        : outcome == StatementOutcome::AlreadyExists ? "exists"
+                        : outcome == StatementOutcome::Cancelled     ? "cancelled"
+                                                                     : "failed";
+    std::lock_guard<std::mutex> lock(mutex_);
+    events_.push_back({shard, schema_phase_name(phase), index, state, {}, {}, {}, {},
+                       error.empty() ? std::nullopt : std::optional<std::string>(error)});
+  }
+
+  void drain() {
+    std::vector<Event> events;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      events.swap(events_);
+    }
+    if (events.empty()) return;
+    in_transaction([&] {
+      for (const Event &e : events) {
+        if (e.state == "running") {
+          schema_statement_started(task_, e.phase, e.shard, e.seq, e.kind, e.schema, e.name, e.sql);
+        } else {
+          schema_statement_finished(task_, e.phase, e.shard, e.seq, e.state, e.error);
+        }
+      }
+    });
+  }
+
+ private:
+  struct Event {
+    int shard;
+    std::string phase;
+    size_t seq;
+    std::string state, kind, schema, name, sql;
+    std::optional<std::string> error;
+  };
+  int64_t task_;
+  std::mutex mutex_;
+  std::vector<Event> events_;
+};
+
+struct TaskRun {
+  TaskRow task;
+  Config config;
+};
+
+void log_task(int64_t task, const std::string &message) {
+  pg_call([&] { elog(LOG, "pgdog_reshard: task %lld: %s", static_cast<long long>(task), message.c_str()); });
+}
+
+void set_phase(const TaskRun &run, const char *state, const char *phase) {
+  in_transaction([&] { task_update(run.task.id, state, phase); });
+  log_task(run.task.id, std::string(state) + " (" + phase + ")");
+}
+
+void schema_phase(const TaskRun &run, SchemaPhase phase) {
+  set_phase(run, "running", phase == SchemaPhase::Pre ? "schema_pre" : "schema_post");
+  SchemaEventQueue queue(run.task.id);
+  BackendTaskContext ctx(&worker_stop_requested, [&] { queue.drain(); });
+  ConnParams source = connection_params(run.config.primary(run.task.source, 0));
+  SchemaDump dump = dump_schema(source, ctx);
+  try {
+    apply_schema(phase, phase == SchemaPhase::Pre ? dump.pre : dump.post, primaries(run.config, run.task.destination),
+                 queue, ctx);
+  } catch (...) {
+    queue.drain();
+    throw;
+  }
+  queue.drain();
+}
+
+void create_slots(const TaskRun &run, BackendTaskContext &ctx) {
+  set_phase(run, "running", "slots");
+  std::string given = in_transaction([&] { return task_option(run.task, "slot"); });
+  for (int shard = 0; shard < run.config.shard_count(run.task.source); shard++) {
+    const Database &db = run.config.primary(run.task.source, shard);
+    std::string name = given.empty() ? slot_name("pgdog_reshard", run.task.id, shard) : given;
+    Lsn lsn = create_or_reuse_slot(connection_params(db), name, ctx);
+    in_transaction([&] { slot_insert(run.task.id, shard, db.host, db.port, db.database_name, name, lsn); });
+  }
+}
+
+// Starts the copy workers and waits for every table to be copied.
+void copy_tables(const TaskRun &run, BackendTaskContext &ctx) {
+  set_phase(run, "running", "copy");
+  bool planned = in_transaction([&] {
+    CopyCounts c = table_copy_counts(run.task.id);
+    return c.waiting + c.running + c.done + c.failed > 0;
+  });
+  if (!planned) {
+    ReshardPlan plan = preflight(run.config, run.task.request(guc_parallel_copies), ctx);
+    in_transaction([&] { table_copies_insert(run.task.id, plan); });
+  }
+  in_transaction([&] { table_copy_release_dead(run.task.id); });  // left by a crashed worker
+  int workers = guc_parallel_copies * run.config.shard_count(run.task.source);
+  std::vector<BackgroundWorkerHandle *> handles;
+  auto launch_all = [&] {
+    handles.clear();
+    for (int i = 0; i < workers; i++) {
+      BackgroundWorkerHandle *handle = nullptr;
+      bool ok = pg_call([&] { return worker_launch("pgdog_reshard_copy_main", "pgdog_reshard copy", run.task.id, i, &handle); });
+      if (!ok) {
+        throw Error(sqlstate::kConfigurationLimitExceeded, "no free background worker slot for a copy worker",
+                    std::to_string(handles.size()) + " of " + std::to_string(workers) + " copy workers started",
+                    "Raise max_worker_processes (needs a restart) or lower pgdog_reshard.parallel_copies.");
+      }
+      handles.push_back(handle);
+    }
+  };
+  auto stop_all = [&] {
+    for (BackgroundWorkerHandle *h : handles) TerminateBackgroundWorker(h);
+  };
+  try {
+    launch_all();
+    int restarts = 0;
+    for (;;) {
+      ctx.sleep_ms(500);
+      CopyCounts counts = in_transaction([&] { return table_copy_counts(run.task.id); });
+      if (counts.failed > 0) {
+        std::string why = in_transaction([&] { return table_copy_failure(run.task.id); }).value_or("a table copy failed");
+        throw Error(sqlstate::kSystemError, why);
+      }
+      if (counts.waiting + counts.running == 0) break;
+      bool any_alive = false;
+      for (BackgroundWorkerHandle *h : handles) {
+        pid_t pid;
+        if (GetBackgroundWorkerPid(h, &pid) != BGWH_STOPPED) any_alive = true;
+      }
+      if (any_alive) continue;
+      // Every copy worker is gone but tables remain: a worker crashed. Free its tables and restart.
+      if (++restarts > kMaxCopyWorkerRestarts) throw Error(sqlstate::kSystemError, "copy workers keep exiting");
+      in_transaction([&] { table_copy_release_dead(run.task.id); });
+      launch_all();
+    }
+  } catch (...) {
+    stop_all();
+    throw;
+  }
+}
+
+// Streaming is the replication step's; until it lands the task holds its slots and waits here
+// for a stop (or the cutover of a later version).
+void hold_replicating(const TaskRun &run, BackendTaskContext &ctx) {
+  set_phase(run, "replicating", "streaming");
+  for (;;) ctx.sleep_ms(1000);
+}
+
+void drop_task_slots(const TaskRun &run) {
+  BackendTaskContext cleanup;  // no stop flag: cleanup must run even while stopping
+  for (const SlotRow &slot : in_transaction([&] { return slots_of(run.task.id); })) {
+    if (slot.dropped) continue;
+    try {
+      drop_slot(connection_params(run.config.primary(run.task.source, slot.source_shard)), slot.slot_name, cleanup);
+      in_transaction([&] { slot_mark_dropped(run.task.id, slot.source_shard, slot.slot_name); });
+    } catch (const Error &e) {
+      cleanup.log(LogLevel::Warning, "task " + std::to_string(run.task.id) + ": could not drop replication slot \"" +
+                                         slot.slot_name + "\": " + e.what());
+    }
+  }
+}
+
+void run_phases(const TaskRun &run) {
+  BackendTaskContext ctx(&worker_stop_requested);
+  const std::string &command = run.task.command;
+  if (command == "schema_sync") {
+    std::string phase = in_transaction([&] { return task_option(run.task, "phase"); });
+    schema_phase(run, phase == "post" ? SchemaPhase::Post : SchemaPhase::Pre);
+    set_phase(run, "done", phase.c_str());
+    return;
+  }
+  if (command == "copy_data") {
+    schema_phase(run, SchemaPhase::Pre);
+    create_slots(run, ctx);
+    copy_tables(run, ctx);
+    schema_phase(run, SchemaPhase::Post);
+    hold_replicating(run, ctx);
+  }
+  throw Error(sqlstate::kFeatureNotSupported, "task command \"" + command + "\" is not supported by this version");
+}
+
+bool stop_was_requested(int64_t task) {
+  std::optional<TaskRow> row = in_transaction([&] { return task_load(task); });
+  return row && row->stop_requested;
+}
+
+void run_task(int64_t task_id) {
+  std::optional<TaskRow> task = in_transaction([&] { return task_load(task_id); });
+  if (!task) return;
+  in_transaction([&] { task_set_worker(task_id, MyProcPid); });
+  std::optional<std::string_view> users;
+  if (task->config.users_toml) users = *task->config.users_toml;
+  TaskRun run{*task, parse_config(task->config.pgdog_toml, users)};
+  try {
+    if (task->stop_requested) throw Error(sqlstate::kQueryCanceled, "task stopped before it started");
+    run_phases(run);
+  } catch (const Error &e) {
+    bool stopped = stop_was_requested(task_id);
+    if (worker_stop_requested && !stopped) {
+      // A server shutdown, not a stop: leave the task as it is; it resumes when the server is back.
+      log_task(task_id, "interrupted by shutdown; it resumes when the server is back");
+      return;
+    }
+    drop_task_slots(run);
+    std::string phase = in_transaction([&] { return task_load(task_id)->phase; });
+    std::string why = stopped ? "stopped by reshard_stop()" : e.what();
+    in_transaction([&] { task_update(task_id, stopped ? "cancelled" : "failed", phase, why); });
+    log_task(task_id, std::string(stopped ? "cancelled: " : "failed: ") + why);
+  }
+}
+
+}  // namespace
+
+}  // namespace pgdog_reshard
+
+extern "C" PGDLLEXPORT void pgdog_reshard_task_main(Datum arg) {
+  using namespace pgdog_reshard;
+  worker_start();
+  int64_t task = DatumGetInt64(arg);
+  worker_run([&] { run_task(task); });
+}
