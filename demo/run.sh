@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The demo, on a fresh Debian 12 machine (as root): installs and builds pgdog_reshard, starts a source
 # database, two empty destination shards and a control node on loopback, creates sample data, loads
-# a PgDog configuration into the control node and shows where every row of the source will land on
-# the 2-shard cluster, checked against PostgreSQL's own hash partitioning. Stops everything it started.
+# a PgDog configuration into the control node, copies the source into the 2-shard cluster with
+# reshard_copy_data (progress from reshard_status), checks every row's placement with PostgreSQL's
+# own hash partitioning and its content against the source, then stops. Stops everything it started.
 #
-# The online copy, replication and cutover steps join this demo as they land (see the issues).
+# Streaming the changes made meanwhile, and the cutover, join this demo as they land (see the issues).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -114,14 +115,42 @@ SELECT * FROM reshard_databases ORDER BY name, shard;
 SELECT database, table_name, column_name, data_type, method FROM reshard_sharded_tables;
 SQL
 
-echo "== where the source's rows will land on prod_2x, per the control node's reshard_hash_shard"
-psql_at "$src" -At -c "COPY (SELECT id FROM users) TO STDOUT" >"$base/user_ids"
-psql_at "$ctl" <<SQL
-CREATE TEMP TABLE ids (id bigint);
-\copy ids FROM '$base/user_ids'
-CREATE TEMP TABLE hp (id bigint) PARTITION BY HASH (id);
-SELECT reshard_hash_shard(id, 2) AS shard, count(*) AS users,
-       count(*) FILTER (WHERE satisfies_hash_partition('hp'::regclass, 2, reshard_hash_shard(id, 2), id)) AS agrees_with_postgres
-FROM ids GROUP BY 1 ORDER BY 1;
-SQL
+echo "== reshard_copy_data('prod', 'prod_2x', 'pgdog'): schema, slot, parallel binary COPY, routed by key"
+task=$(psql_at "$ctl" -At -c "SELECT reshard_copy_data('prod', 'prod_2x', 'pgdog')")
+while :; do
+  IFS='|' read -r state phase progress filled rows error < <(psql_at "$ctl" -At -c \
+    "SELECT state, phase, coalesce(progress, 0), floor(coalesce(progress, 0) / 5)::int, rows_copied, coalesce(error, '')
+     FROM reshard_status WHERE id = $task")
+  bar=$(printf '%*s' "$filled" '' | tr ' ' '#'); gap=$(printf '%*s' $((20 - filled)) '')
+  printf '\r  task %s [%s%s] %5s%%  %-12s %-12s rows %s ' "$task" "$bar" "$gap" "$progress" "$state" "$phase" "$rows"
+  case "$state" in replicating|done) echo; break ;; failed|cancelled) echo; echo "task $state: $error" >&2; exit 1 ;; esac
+  sleep 0.5
+done
+psql_at "$ctl" -c "SELECT \"table\", source_shard, state, rows, bytes, bytes_per_sec, elapsed FROM reshard_table_copies WHERE task_id = $task"
+
+echo "== checked independently: placement by PostgreSQL's satisfies_hash_partition, content against the source"
+for port in "$dst0" "$dst1"; do
+  shard=$([ "$port" = "$dst0" ] && echo 0 || echo 1)
+  psql_at "$port" -At -c "CREATE TABLE oracle (k bigint) PARTITION BY HASH (k)" >/dev/null
+  psql_at "$port" -At -c "SELECT 'shard $shard: ' || (SELECT count(*) FROM users) || ' users, ' || (SELECT count(*) FROM orders) || ' orders, misplaced: '
+    || (SELECT count(*) FROM users WHERE NOT satisfies_hash_partition('oracle'::regclass, 2, $shard, id))
+     + (SELECT count(*) FROM orders WHERE NOT satisfies_hash_partition('oracle'::regclass, 2, $shard, user_id))"
+done
+digest() { psql_at "$1" -At -c "SELECT md5(x::text) FROM $2 x"; }
+for table in users orders; do
+  if diff <(digest "$src" "$table" | sort) <(cat <(digest "$dst0" "$table") <(digest "$dst1" "$table") | sort) >/dev/null; then
+    echo "$table: every source row is on exactly one shard, identical"
+  else
+    echo "$table: CONTENT DIFFERS" >&2; exit 1
+  fi
+done
+
+echo "== reshard_stop($task): the task ends, its replication slot is dropped"
+psql_at "$ctl" -At -c "SELECT reshard_stop($task)" >/dev/null
+for _ in $(seq 1 100); do
+  [ "$(psql_at "$ctl" -At -c "SELECT state FROM reshard_status WHERE id = $task")" = cancelled ] && break
+  sleep 0.2
+done
+psql_at "$ctl" -c "SELECT id, state, error FROM reshard_status"
+echo "slots left on the source: $(psql_at "$src" -At -c 'SELECT count(*) FROM pg_replication_slots')"
 echo "== demo done; stopping the servers"
