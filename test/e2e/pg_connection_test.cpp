@@ -2,6 +2,8 @@
 // connections, binary COPY both ways, and cancellation through the waiter.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+
+#include "expect_error.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,18 +29,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char *kPwUser = "pw_user";
 constexpr const char *kRightPassword = "Right-Secret-7f3a";
 constexpr const char *kWrongPassword = "Wrong-Secret-91c2";
-
-// Runs f, which must throw Error; returns it (a failed expectation and an empty Error otherwise).
-template <class F>
-Error error_of(F &&f) {
-  try {
-    f();
-  } catch (const Error &e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected a pgdog_reshard::Error";
-  return Error("", "");
-}
 
 bool has(const std::string &text, const std::string &needle) {
   return text.find(needle) != std::string::npos;

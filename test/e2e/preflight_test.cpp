@@ -8,6 +8,8 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+
+#include "expect_error.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -668,17 +670,6 @@ ShardedTable make_rule(const std::string &schema, const std::string &table, cons
   r.table = table;
   r.column = column;
   return r;
-}
-
-template <class F>
-Error error_of(F &&f) {
-  try {
-    f();
-  } catch (const Error &e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected a pgdog_reshard::Error";
-  return Error("", "");
 }
 
 TEST(PreflightRules, NamedRuleWinsThenSchemaThenColumnOnly) {

@@ -4,6 +4,8 @@
 // pg_dump's own failures.
 #include <dirent.h>
 #include <gtest/gtest.h>
+
+#include "expect_error.h"
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -244,17 +246,6 @@ class RecordingObserver : public SchemaSyncObserver {
   std::vector<std::pair<int, size_t>> started_;
   std::vector<Event> finished_;
 };
-
-template <class F>
-Error error_of(F &&f) {
-  try {
-    f();
-  } catch (const Error &e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected a pgdog_reshard::Error";
-  return Error("", "");
-}
 
 bool has(const std::string &text, const std::string &needle) {
   return text.find(needle) != std::string::npos;

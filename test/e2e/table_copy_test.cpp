@@ -7,6 +7,8 @@
 // anything when it fails or is cancelled.
 #include <gtest/gtest.h>
 
+#include "expect_error.h"
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -39,17 +41,6 @@ constexpr int kBigRows = 1000000;
 
 bool has(const std::string &text, const std::string &needle) {
   return text.find(needle) != std::string::npos;
-}
-
-template <class F>
-Error error_of(F &&f) {
-  try {
-    f();
-  } catch (const Error &e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected a pgdog_reshard::Error";
-  return Error("", "");
 }
 
 // Records what the copy reports, and lets a test act at the snapshot or on progress.

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "expect_error.h"
+
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -118,18 +120,6 @@ const std::vector<Fields> &fixture_rows() {
              std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt},
   };
   return rows;
-}
-
-// Runs f, which must throw Error; returns it.
-template <class F>
-Error error_of(F &&f) {
-  try {
-    f();
-  } catch (const Error &e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected a pgdog_reshard::Error";
-  return Error("", "");
 }
 
 Error parse_error(const std::string &stream, int expected_fields = -1) {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "expect_error.h"
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -56,17 +58,6 @@ ShardedTable rule(DataType type, std::vector<Mapping> mappings = {}) {
 int route_key(const ShardedTable &r, KeyType type, const std::optional<std::string> &key, int shards) {
   RowRouter router(RouteSpec{"public", "orders", &r, 1, type, shards});
   return router.route(Tuple({std::string("x"), key, std::nullopt}).view());
-}
-
-template <class F>
-Error error_of(F &&f) {
-  try {
-    f();
-  } catch (const Error &e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected a pgdog_reshard::Error";
-  return Error("", "");
 }
 
 #define EXPECT_CONTAINS(text, part)                          \
