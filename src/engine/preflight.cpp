@@ -2,6 +2,8 @@
 // nothing, so that a reshard that cannot succeed fails before it has left anything behind.
 #include "engine/preflight.h"
 
+#include "engine/cluster.h"
+
 #include <algorithm>
 #include <iterator>
 #include <map>
@@ -94,12 +96,7 @@ std::vector<Shard> connect_cluster(const Config &config, const std::string &side
   for (int number = 0; number < config.shard_count(cluster); number++) {
     ctx.check_interrupts();
     Shard shard{side, cluster, number, &config.primary(cluster, number), nullptr};
-    ConnParams params;
-    params.host = shard.db->host;
-    params.port = shard.db->port;
-    params.dbname = shard.db->database_name;
-    params.user = shard.db->user;
-    params.password = shard.db->password;
+    ConnParams params = connection_params(*shard.db);
     params.application_name = "pgdog_reshard preflight";
     try {
       shard.conn = std::make_unique<Connection>(params, ctx);
