@@ -7,6 +7,7 @@
 #include "engine/preflight.h"
 #include "engine/table_copy.h"
 #include "extension/backend_context.h"
+#include "extension/guc.h"
 #include "extension/task_catalog.h"
 #include "extension/transaction.h"
 #include "extension/worker.h"
@@ -27,7 +28,8 @@ class CatalogCopyObserver : public TableCopyObserver {
     in_transaction([&] { table_copy_progress(task_, ordinal_, shard_, "running", 0, 0, watermark, std::nullopt); });
   }
   void progress(uint64_t rows, uint64_t bytes) override {
-    in_transaction([&] { table_copy_progress(task_, ordinal_, shard_, "running", rows, bytes, std::nullopt, std::nullopt); });
+    in_transaction(
+        [&] { table_copy_progress(task_, ordinal_, shard_, "running", rows, bytes, std::nullopt, std::nullopt); });
   }
 
  private:
@@ -53,19 +55,64 @@ TablePlan load_plan(const CopyJob &job, int ordinal) {
   return plan;
 }
 
+// At most parallel_copies copies read from one source shard at once, which is what pre-flight
+// counted slots and WAL senders for. A copy holds one of the shard's permits while it reads.
+class ShardPermit {
+ public:
+  static std::optional<ShardPermit> try_take(int64_t task, int shard) {
+    for (int permit = 0; permit < guc_parallel_copies; permit++) {
+      if (in_transaction([&] { return shard_permit_try(task, shard, permit); }))
+        return ShardPermit(task, shard, permit);
+    }
+    return std::nullopt;
+  }
+  ShardPermit(ShardPermit &&other) noexcept : task_(other.task_), shard_(other.shard_), permit_(other.permit_) {
+    other.permit_ = -1;
+  }
+  ~ShardPermit() {
+    if (permit_ < 0) return;
+    try {
+      in_transaction([&] { shard_permit_release(task_, shard_, permit_); });
+    } catch (...) {
+      // The lock is session-level: it goes with this worker at the latest.
+    }
+  }
+
+ private:
+  ShardPermit(int64_t task, int shard, int permit) : task_(task), shard_(shard), permit_(permit) {}
+  int64_t task_;
+  int shard_;
+  int permit_;
+};
+
+void copy_one_shard(const CopyJob &job, int ordinal, const TablePlan &plan, int shard) {
+  ConnParams source = connection_params(job.config.primary(job.task.source, shard));
+  std::string slot =
+      "pgdog_reshard_copy_" + std::to_string(job.task.id) + "_" + std::to_string(ordinal) + "_" + std::to_string(shard);
+  CatalogCopyObserver observer(job.task.id, ordinal, shard);
+  in_transaction(
+      [&] { table_copy_progress(job.task.id, ordinal, shard, "running", 0, 0, std::nullopt, std::nullopt); });
+  TableCopyResult result = copy_table(plan, source, job.destinations, slot, job.ctx, &observer);
+  in_transaction([&] {
+    table_copy_progress(job.task.id, ordinal, shard, "done", result.rows, result.bytes, result.watermark, std::nullopt);
+  });
+}
+
 void copy_every_shard(const CopyJob &job, int ordinal, const TablePlan &plan, const std::vector<int> &shards) {
   // A clean start: the table holds nothing from an earlier, interrupted attempt.
   truncate_destinations(plan, job.destinations, job.ctx);
-  for (int shard : shards) {
-    ConnParams source = connection_params(job.config.primary(job.task.source, shard));
-    std::string slot = "pgdog_reshard_copy_" + std::to_string(job.task.id) + "_" + std::to_string(ordinal) + "_" +
-                       std::to_string(shard);
-    CatalogCopyObserver observer(job.task.id, ordinal, shard);
-    in_transaction([&] { table_copy_progress(job.task.id, ordinal, shard, "running", 0, 0, std::nullopt, std::nullopt); });
-    TableCopyResult result = copy_table(plan, source, job.destinations, slot, job.ctx, &observer);
-    in_transaction([&] {
-      table_copy_progress(job.task.id, ordinal, shard, "done", result.rows, result.bytes, result.watermark, std::nullopt);
-    });
+  std::vector<int> left = shards;
+  while (!left.empty()) {
+    bool copied = false;
+    for (auto it = left.begin(); it != left.end(); ++it) {
+      std::optional<ShardPermit> permit = ShardPermit::try_take(job.task.id, *it);
+      if (!permit) continue;  // that shard is busy: read another one of this table first
+      copy_one_shard(job, ordinal, plan, *it);
+      left.erase(it);
+      copied = true;
+      break;
+    }
+    if (!copied) job.ctx.sleep_ms(200);
   }
 }
 
@@ -87,8 +134,8 @@ bool copy_with_retries(const CopyJob &job, int ordinal) {
       return true;
     } catch (const Error &e) {
       if (worker_stop_requested) throw;
-      std::string error = std::string(e.what()) + " (attempt " + std::to_string(attempt) + " of " +
-                          std::to_string(kMaxAttempts) + ")";
+      std::string error =
+          std::string(e.what()) + " (attempt " + std::to_string(attempt) + " of " + std::to_string(kMaxAttempts) + ")";
       job.ctx.log(LogLevel::Warning, "task " + std::to_string(job.task.id) + ": " + error);
       if (attempt >= kMaxAttempts) {
         mark_failed(job, ordinal, shards, "failed", error);

@@ -235,6 +235,19 @@ std::vector<int> table_copy_shards(int64_t task, int ordinal) {
   return shards;
 }
 
+bool shard_permit_try(int64_t task, int shard, int permit) {
+  SpiSession spi;
+  auto rows = spi.query("SELECT pg_try_advisory_lock($1::int, $2::int)",
+                        {num(static_cast<int32_t>(task)), num(shard * 1024 + permit)}, false);
+  return rows[0][0] == std::string("t");
+}
+
+void shard_permit_release(int64_t task, int shard, int permit) {
+  SpiSession spi;
+  spi.query("SELECT pg_advisory_unlock($1::int, $2::int)", {num(static_cast<int32_t>(task)), num(shard * 1024 + permit)},
+            false);
+}
+
 void schema_statement_started(int64_t task, const std::string &phase, int shard, size_t seq, const std::string &kind,
                               const std::string &schema, const std::string &name, const std::string &sql) {
   SpiSession spi;

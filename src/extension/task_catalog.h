@@ -53,6 +53,11 @@ void table_copy_release_dead(int64_t task);  // rows claimed by workers that are
 std::optional<std::string> table_copy_failure(int64_t task);  // the first final failure, if any
 std::vector<int> table_copy_shards(int64_t task, int ordinal);  // source shards to read the table from
 
+// Source-shard permits: session advisory locks on the control node, one per concurrent copy a
+// source shard may serve (pgdog_reshard.parallel_copies). Keys: (task, shard * 1024 + permit).
+bool shard_permit_try(int64_t task, int shard, int permit);
+void shard_permit_release(int64_t task, int shard, int permit);
+
 // Schema statements as they run.
 void schema_statement_started(int64_t task, const std::string &phase, int shard, size_t seq, const std::string &kind,
                               const std::string &schema, const std::string &name, const std::string &sql);
