@@ -128,14 +128,15 @@ bool copy_with_retries(const CopyJob &job, int ordinal) {
   TablePlan plan = load_plan(job, ordinal);
   std::vector<int> shards = in_transaction([&] { return table_copy_shards(job.task.id, ordinal); });
   long backoff = kFirstBackoffMs;
-  for (int attempt = 1;; attempt++) {
+  for (;;) {
+    int attempt = in_transaction([&] { return table_copy_attempts(job.task.id, ordinal); });
     try {
       copy_every_shard(job, ordinal, plan, shards);
       return true;
     } catch (const Error &e) {
       if (worker_stop_requested) throw;
-      std::string error =
-          std::string(e.what()) + " (attempt " + std::to_string(attempt) + " of " + std::to_string(kMaxAttempts) + ")";
+      std::string error = std::string(e.what()) + " (attempt " + std::to_string(attempt) + " of " +
+                          std::to_string(kMaxAttempts) + ")";
       job.ctx.log(LogLevel::Warning, "task " + std::to_string(job.task.id) + ": " + error);
       if (attempt >= kMaxAttempts) {
         mark_failed(job, ordinal, shards, "failed", error);
@@ -144,6 +145,7 @@ bool copy_with_retries(const CopyJob &job, int ordinal) {
       mark_failed(job, ordinal, shards, "running", error);
       job.ctx.sleep_ms(backoff);
       backoff *= 2;
+      in_transaction([&] { table_copy_next_attempt(job.task.id, ordinal); });
     }
   }
 }

@@ -177,21 +177,20 @@ void table_copy_progress(int64_t task, int ordinal, int shard, const std::string
        lsn, error});
 }
 
-void table_copy_reset(int64_t task, int ordinal) {
-  SpiSession spi;
-  spi.exec(
-      "UPDATE pgdog_reshard.table_copies SET state = 'waiting', rows = 0, bytes = 0, watermark = NULL,"
-      " worker_pid = NULL, started_at = NULL, finished_at = NULL, updated_at = now()"
-      " WHERE task_id = $1::bigint AND ordinal = $2::int",
-      {num(task), num(ordinal)});
-}
-
 int table_copy_attempts(int64_t task, int ordinal) {
   SpiSession spi;
   auto rows = spi.query(
       "SELECT coalesce(max(attempts), 0) FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint AND ordinal = $2::int",
       {num(task), num(ordinal)});
   return std::stoi(*rows[0][0]);
+}
+
+void table_copy_next_attempt(int64_t task, int ordinal) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.table_copies SET attempts = attempts + 1, updated_at = now()"
+      " WHERE task_id = $1::bigint AND ordinal = $2::int",
+      {num(task), num(ordinal)});
 }
 
 CopyCounts table_copy_counts(int64_t task) {

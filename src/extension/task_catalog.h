@@ -43,8 +43,10 @@ std::optional<int> table_copy_claim(int64_t task, int pid);
 std::vector<TablePlan> table_copy_plans(int64_t task, int ordinal);  // the table (one entry), from the catalog
 void table_copy_progress(int64_t task, int ordinal, int shard, const std::string &state, uint64_t rows,
                          uint64_t bytes, std::optional<Lsn> watermark, const std::optional<std::string> &error);
-void table_copy_reset(int64_t task, int ordinal);  // back to waiting after a failed attempt (attempts + 1)
+// Attempts at a table so far (a claim counts one; so does each retry): the catalog is the only
+// counter, so attempts lost to a crashed worker count against the limit too.
 int table_copy_attempts(int64_t task, int ordinal);
+void table_copy_next_attempt(int64_t task, int ordinal);
 struct CopyCounts {
   int waiting = 0, running = 0, done = 0, failed = 0;
 };

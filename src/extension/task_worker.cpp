@@ -140,8 +140,10 @@ void copy_tables(const TaskRun &run, BackendTaskContext &ctx) {
       handles.push_back(handle);
     }
   };
+  // A task reports its final state only once none of its copy workers is left.
   auto stop_all = [&] {
     for (BackgroundWorkerHandle *h : handles) TerminateBackgroundWorker(h);
+    for (BackgroundWorkerHandle *h : handles) pg_call([&] { return WaitForBackgroundWorkerShutdown(h); });
   };
   try {
     launch_all();
