@@ -164,7 +164,7 @@ RETURNS bigint
 LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'reshard_schema_sync';
 COMMENT ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) IS
-  'Copy the source''s schema to every destination shard: phase pre (before the copy) or post (after)';
+  'Copy the source''s schema to every destination shard: phase pre (before the copy), post (after it), or cutover (sequences)';
 
 CREATE FUNCTION @extschema@.reshard_copy_data(source text, destination text, publication text,
                                               slot text DEFAULT NULL)

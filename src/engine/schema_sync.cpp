@@ -24,7 +24,12 @@ extern char **environ;
 namespace pgdog_reshard {
 
 const char *schema_phase_name(SchemaPhase phase) {
-  return phase == SchemaPhase::Pre ? "pre" : "post";
+  switch (phase) {
+    case SchemaPhase::Pre: return "pre";
+    case SchemaPhase::Post: return "post";
+    case SchemaPhase::Cutover: return "cutover";
+  }
+  return "unknown";
 }
 
 namespace {

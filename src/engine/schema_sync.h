@@ -16,7 +16,8 @@
 
 namespace pgdog_reshard {
 
-enum class SchemaPhase { Pre, Post };
+// Cutover: sequences only (see sequences.h), run while traffic is paused.
+enum class SchemaPhase { Pre, Post, Cutover };
 const char *schema_phase_name(SchemaPhase phase);
 
 struct SchemaStatement {

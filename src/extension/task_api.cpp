@@ -104,11 +104,9 @@ Datum reshard_schema_sync(PG_FUNCTION_ARGS) {
   return cpp_entry([&]() -> Datum {
     ReshardRequest request = request_args(fcinfo);
     std::string phase = PG_ARGISNULL(3) ? "pre" : text_arg(fcinfo, 3, "phase");
-    if (phase != "pre" && phase != "post") {
-      throw Error(phase == "cutover" ? sqlstate::kFeatureNotSupported : sqlstate::kInvalidParameterValue,
-                  "schema sync phase \"" + phase + "\" is not supported",
-                  phase == "cutover" ? "The cutover phase (sequences) arrives with the cutover step." : "",
-                  "Use 'pre' (before the copy) or 'post' (after it).");
+    if (phase != "pre" && phase != "post" && phase != "cutover") {
+      throw Error(sqlstate::kInvalidParameterValue, "schema sync phase \"" + phase + "\" is not supported", {},
+                  "Use 'pre' (before the copy), 'post' (after it) or 'cutover' (sequences, while writes are paused).");
     }
     return Int64GetDatum(start_task("schema_sync", request, "{\"phase\": " + json_string(phase) + "}", false));
   });

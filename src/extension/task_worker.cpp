@@ -7,6 +7,7 @@
 #include "engine/cluster.h"
 #include "engine/preflight.h"
 #include "engine/schema_sync.h"
+#include "engine/sequences.h"
 #include "engine/slots.h"
 #include "extension/backend_context.h"
 #include "extension/guc.h"
@@ -86,15 +87,19 @@ void set_phase(const TaskRun &run, const char *state, const char *phase) {
   log_task(run.task.id, std::string(state) + " (" + phase + ")");
 }
 
+std::vector<SchemaStatement> phase_statements(const TaskRun &run, SchemaPhase phase, TaskContext &ctx) {
+  if (phase == SchemaPhase::Cutover) return sequence_statements(primaries(run.config, run.task.source), ctx);
+  SchemaDump dump = dump_schema(connection_params(run.config.primary(run.task.source, 0)), ctx);
+  return phase == SchemaPhase::Pre ? dump.pre : dump.post;
+}
+
 void schema_phase(const TaskRun &run, SchemaPhase phase) {
-  set_phase(run, "running", phase == SchemaPhase::Pre ? "schema_pre" : "schema_post");
+  set_phase(run, "running", (std::string("schema_") + schema_phase_name(phase)).c_str());
   SchemaEventQueue queue(run.task.id);
   BackendTaskContext ctx(&worker_stop_requested, [&] { queue.drain(); });
-  ConnParams source = connection_params(run.config.primary(run.task.source, 0));
-  SchemaDump dump = dump_schema(source, ctx);
+  std::vector<SchemaStatement> statements = phase_statements(run, phase, ctx);
   try {
-    apply_schema(phase, phase == SchemaPhase::Pre ? dump.pre : dump.post, primaries(run.config, run.task.destination),
-                 queue, ctx);
+    apply_schema(phase, statements, primaries(run.config, run.task.destination), queue, ctx);
   } catch (...) {
     queue.drain();
     throw;
@@ -199,7 +204,7 @@ void run_phases(const TaskRun &run) {
   const std::string &command = run.task.command;
   if (command == "schema_sync") {
     std::string phase = in_transaction([&] { return task_option(run.task, "phase"); });
-    schema_phase(run, phase == "post" ? SchemaPhase::Post : SchemaPhase::Pre);
+    schema_phase(run, phase == "post" ? SchemaPhase::Post : phase == "cutover" ? SchemaPhase::Cutover : SchemaPhase::Pre);
     set_phase(run, "done", phase.c_str());
     return;
   }
