@@ -28,7 +28,7 @@ trap stop_all EXIT
 free_port() {  # a random port nothing listens on
   local p
   while :; do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % 20000))  # below the ephemeral range (32768+), where clients bind
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }

@@ -6,6 +6,12 @@
 
 namespace pgdog_reshard {
 
+Config StoredConfig::parse() const {
+  std::optional<std::string_view> users;
+  if (users_toml) users = *users_toml;
+  return parse_config(pgdog_toml, users, pgdog_path, users_path);
+}
+
 std::string calling_role() {
   return pg_call([] { return GetUserNameFromId(GetOuterUserId(), false); });
 }
@@ -33,9 +39,7 @@ std::optional<StoredConfig> catalog_load_config() {
 std::optional<Config> catalog_parsed_config() {
   std::optional<StoredConfig> stored = catalog_load_config();
   if (!stored) return std::nullopt;
-  std::optional<std::string_view> users;
-  if (stored->users_toml) users = *stored->users_toml;
-  return parse_config(stored->pgdog_toml, users, stored->pgdog_path, stored->users_path);
+  return stored->parse();
 }
 
 Config catalog_current_config() {

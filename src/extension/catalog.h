@@ -15,6 +15,8 @@ struct StoredConfig {
   std::optional<std::string> users_toml;
   std::string pgdog_path;  // file name used in messages ("pgdog.toml" or the configured path)
   std::string users_path;
+
+  Config parse() const;  // parse_config of both texts; throws Error(F0000) if invalid
 };
 
 // The role that called us: the SET ROLE one, not the owner a SECURITY DEFINER function runs as.

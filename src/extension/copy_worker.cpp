@@ -46,7 +46,7 @@ struct CopyJob {
 };
 
 TablePlan load_plan(const CopyJob &job, int ordinal) {
-  TablePlan plan = in_transaction([&] { return table_copy_plans(job.task.id, ordinal); }).at(0);
+  TablePlan plan = in_transaction([&] { return table_copy_plan(job.task.id, ordinal); });
   if (plan.key) {
     // The rule is derived again from the task's own configuration: the same pure function the
     // pre-flight used, so the copy routes exactly as planned.
@@ -153,9 +153,7 @@ bool copy_with_retries(const CopyJob &job, int ordinal) {
 void run_copy_worker(int64_t task_id) {
   std::optional<TaskRow> task = in_transaction([&] { return task_load(task_id); });
   if (!task) return;
-  std::optional<std::string_view> users;
-  if (task->config.users_toml) users = *task->config.users_toml;
-  Config config = parse_config(task->config.pgdog_toml, users);
+  Config config = task->config.parse();
   std::vector<ConnParams> destinations = primaries(config, task->destination);
   BackendTaskContext ctx(&worker_stop_requested);
   CopyJob job{*task, config, destinations, ctx};

@@ -44,9 +44,7 @@ void log_loaded(const Config &config, const std::string &origin) {
 
 // Validates before storing: an invalid configuration never replaces a valid one.
 void load_config(const StoredConfig &stored, const std::string &origin) {
-  std::optional<std::string_view> users;
-  if (stored.users_toml) users = *stored.users_toml;
-  Config config = parse_config(stored.pgdog_toml, users, stored.pgdog_path, stored.users_path);
+  Config config = stored.parse();
   catalog_store_config(stored, origin);
   log_loaded(config, origin);
 }

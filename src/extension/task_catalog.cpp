@@ -129,13 +129,15 @@ std::optional<int> table_copy_claim(int64_t task, int pid) {
   return std::stoi(*rows[0][0]);
 }
 
-std::vector<TablePlan> table_copy_plans(int64_t task, int ordinal) {
+TablePlan table_copy_plan(int64_t task, int ordinal) {
   SpiSession spi;
   auto rows = spi.query(
       "SELECT schema_name, table_name, key_column, key_type, replica_identity_full::text, estimated_bytes"
       " FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint AND ordinal = $2::int LIMIT 1",
       {num(task), num(ordinal)});
-  if (rows.empty()) return {};
+  if (rows.empty()) {
+    throw Error(sqlstate::kInternalError, "task " + num(task) + " has no table copy " + num(ordinal));
+  }
   TablePlan plan;
   plan.schema = *rows[0][0];
   plan.name = *rows[0][1];
@@ -159,7 +161,7 @@ std::vector<TablePlan> table_copy_plans(int64_t task, int ordinal) {
     key.type = key_type_from_name(rows[0][3].value_or("")).value_or(KeyType::Int8);
     plan.key = key;  // the rule itself is re-derived from the task's configuration by the caller
   }
-  return {plan};
+  return plan;
 }
 
 void table_copy_progress(int64_t task, int ordinal, int shard, const std::string &state, uint64_t rows,

@@ -40,7 +40,8 @@ std::string task_option(const TaskRow &task, const char *key);  // options->>key
 void table_copies_insert(int64_t task, const ReshardPlan &plan);
 // Claims the next table none of whose copies started; returns its ordinal.
 std::optional<int> table_copy_claim(int64_t task, int pid);
-std::vector<TablePlan> table_copy_plans(int64_t task, int ordinal);  // the table (one entry), from the catalog
+// The table's plan as pre-flight made it (the rule itself is re-derived by the caller).
+TablePlan table_copy_plan(int64_t task, int ordinal);
 void table_copy_progress(int64_t task, int ordinal, int shard, const std::string &state, uint64_t rows,
                          uint64_t bytes, std::optional<Lsn> watermark, const std::optional<std::string> &error);
 // Attempts at a table so far (a claim counts one; so does each retry): the catalog is the only

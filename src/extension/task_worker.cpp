@@ -227,9 +227,7 @@ void run_task(int64_t task_id) {
   std::optional<TaskRow> task = in_transaction([&] { return task_load(task_id); });
   if (!task) return;
   in_transaction([&] { task_set_worker(task_id, MyProcPid); });
-  std::optional<std::string_view> users;
-  if (task->config.users_toml) users = *task->config.users_toml;
-  TaskRun run{*task, parse_config(task->config.pgdog_toml, users)};
+  TaskRun run{*task, task->config.parse()};
   try {
     if (task->stop_requested) throw Error(sqlstate::kQueryCanceled, "task stopped before it started");
     run_phases(run);
