@@ -221,6 +221,7 @@ Connection::Connection(Connection &&other) noexcept
   conn_ = std::exchange(other.conn_, nullptr);
   cancel_ = std::exchange(other.cancel_, nullptr);
   unflushed_copy_bytes_ = std::exchange(other.unflushed_copy_bytes_, 0);
+  copy_data_ = std::exchange(other.copy_data_, nullptr);
 }
 
 Connection::~Connection() { abandon(); }
@@ -500,6 +501,83 @@ void Connection::copy_in_abort(std::string_view reason) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Connection: streaming replication (CopyBoth)
+
+void Connection::start_replication(std::string_view command) {
+  start_copy(command, PGRES_COPY_BOTH,
+             "start_replication() needs a START_REPLICATION statement");
+}
+
+std::optional<std::string_view> Connection::read_copy_data(int timeout_ms) {
+  require_open();
+  release_copy_data();  // the previous view's promise ends here
+  std::optional<Clock::time_point> deadline;
+  if (timeout_ms >= 0) deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  // After the deadline, one last look at what the final wait brought in, then give up.
+  for (bool last_look = false;;) {
+    char *buf = nullptr;
+    int len = PQgetCopyData(conn_, &buf, 1 /* async: never block */);
+    if (len > 0) {
+      copy_data_ = buf;
+      return std::string_view(buf, static_cast<size_t>(len));
+    }
+    if (len == -1) fail_stream_ended();
+    if (len < -1) fail_from_connection("reading the replication stream");
+    // Nothing complete is buffered. A lost connection (the messages read before it went have all
+    // been handed out) would leave us waiting for one that never comes: its results say why.
+    if (PQstatus(conn_) == CONNECTION_BAD) fail_stream_ended();
+    if (last_look) return std::nullopt;
+    int left = ms_left(deadline);
+    wait(true, false, left);
+    consume_input();
+    last_look = left == 0;
+  }
+}
+
+void Connection::send_copy_data(std::string_view data) {
+  require_open();
+  // A replication message cannot be split across CopyData messages as COPY rows can.
+  if (data.size() > kMaxCopyChunk) {
+    throw Error(sqlstate::kInternalError,
+                location() + ": a CopyData message of " + std::to_string(data.size()) +
+                    " bytes is too large to send");
+  }
+  for (;;) {
+    int queued = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+    if (queued == 1) break;
+    if (queued < 0) fail_from_result(Result(), "sending to the replication stream");
+    wait(false, true);  // 0: no room in libpq's buffer until the socket drains
+    consume_input();
+  }
+  flush_outgoing();
+}
+
+// The server left CopyBoth: an ErrorResponse (a failed walsender, a terminated backend, a shutdown),
+// a CommandComplete, or a CopyDone. libpq answers a CopyDone by moving to COPY IN, waiting for ours:
+// sending it lets the command complete and leaves the connection usable.
+void Connection::fail_stream_ended() {
+  Outcome outcome = collect_results();
+  if (!outcome.error && outcome.last.raw() && PQresultStatus(outcome.last.raw()) == PGRES_COPY_IN) {
+    int queued;
+    while ((queued = PQputCopyEnd(conn_, nullptr)) == 0) {
+      wait(false, true);
+      consume_input();
+    }
+    if (queued == 1) flush_outgoing();
+    outcome = collect_results();
+  }
+  if (outcome.error) throw *outcome.error;
+  throw Error(sqlstate::kConnectionFailure, location() + ": the server ended the replication stream",
+              "The server sent no error; the last command tag was \"" + outcome.last.command_tag() +
+                  "\".");
+}
+
+void Connection::release_copy_data() noexcept {
+  if (copy_data_) PQfreemem(copy_data_);
+  copy_data_ = nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Connection: cancel, close, state
 
 void Connection::cancel() {
@@ -519,6 +597,7 @@ void Connection::abandon() noexcept {
 }
 
 void Connection::close() noexcept {
+  release_copy_data();
   {
     std::lock_guard<std::mutex> lock(cancel_mutex_);
     if (cancel_) PQfreeCancel(cancel_);

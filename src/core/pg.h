@@ -123,6 +123,20 @@ class Connection {
   uint64_t copy_in_end();
   void copy_in_abort(std::string_view reason);
 
+  // Streaming replication (CopyBoth), on a connection opened with ConnParams::replication.
+  // start_replication sends the command (e.g. START_REPLICATION SLOT "s" LOGICAL 0/0
+  // (proto_version '1', publication_names '"pgdog"')) and waits for the server to enter CopyBoth;
+  // a server error (unknown slot, slot in use) throws with the server's SQLSTATE.
+  void start_replication(std::string_view command);
+  // One CopyData message from the server (see decode_frame in core/pgoutput.h), or nullopt when
+  // none arrived within timeout_ms (-1 = no timeout; 0 = only what has already arrived). The view
+  // stays valid until the next call or until the connection closes. When the server ends the
+  // stream (an error, a shutdown, a terminated walsender) it throws that error: the server's
+  // SQLSTATE if it sent one, 08006 otherwise. Waits, like every wait here, go through the waiter.
+  std::optional<std::string_view> read_copy_data(int timeout_ms);
+  // Sends one CopyData message (e.g. encode_status_update) and flushes it through the waiter.
+  void send_copy_data(std::string_view data);
+
   // Asks the server to cancel whatever runs now (PQcancel); safe from any thread, but not during
   // a move of this Connection. The command fails with the server's 57014; the connection stays.
   void cancel();
@@ -156,6 +170,8 @@ class Connection {
   Error error_from_result(const Result &res, std::string_view what) const;
   [[noreturn]] void fail_from_result(const Result &res, std::string_view what);
   [[noreturn]] void fail_from_connection(std::string_view what) const;
+  [[noreturn]] void fail_stream_ended();  // the server left CopyBoth: throw why
+  void release_copy_data() noexcept;
   std::string location() const;        // "host:port/dbname", the prefix of every message
 
   ConnParams params_;
@@ -165,6 +181,7 @@ class Connection {
   pg_cancel *cancel_ = nullptr;
   mutable std::mutex cancel_mutex_;    // guards cancel_ against close() in the owner's thread
   size_t unflushed_copy_bytes_ = 0;    // bounds libpq's output buffer during COPY IN
+  char *copy_data_ = nullptr;          // libpq's buffer behind read_copy_data's last view
 };
 
 }  // namespace pgdog_reshard
