@@ -24,6 +24,10 @@ REGRESS_OUTPUTDIR ?= /tmp/pgdog_reshard_regress
 REGRESS_OPTS = --temp-instance=$(REGRESS_OUTPUTDIR)/tmp_instance --temp-config=test/regress.conf \
 	--outputdir=$(REGRESS_OUTPUTDIR) --inputdir=$(CURDIR)
 
+# Rebuild objects when a header they include changes (PGXS leaves this off by default; a stale
+# object compiled against an older class layout is a silent crash).
+override autodepend = yes
+
 # PGXS would compile LLVM bitcode with clang, which knows nothing of our C++ flags; the engine is
 # not JIT material anyway.
 override with_llvm = no
