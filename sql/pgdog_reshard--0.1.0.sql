@@ -108,6 +108,7 @@ CREATE TABLE pgdog_reshard.replication_slots (
   slot_name text NOT NULL,
   lsn pg_lsn NOT NULL,                   -- where the slot starts
   confirmed_lsn pg_lsn,                  -- what the destinations have committed
+  source_lsn pg_lsn,                     -- the source's WAL end as last seen by the stream
   temporary boolean NOT NULL DEFAULT false,
   created_at timestamptz NOT NULL DEFAULT now(),
   dropped_at timestamptz,
@@ -190,7 +191,8 @@ CREATE VIEW @extschema@.reshard_status AS
               WHEN c.estimated_bytes > 0 THEN round(least(99.9, 100.0 * c.progress_bytes / c.estimated_bytes), 1)
               ELSE round(100.0 * c.done / c.tables, 1) END AS progress,
          c.done AS tables_copied, c.tables AS tables_total, c.rows AS rows_copied, c.bytes AS bytes_copied,
-         NULL::bigint AS lag_bytes,
+         (SELECT max(greatest(0, s.source_lsn - coalesce(s.confirmed_lsn, s.lsn)))::bigint
+            FROM pgdog_reshard.replication_slots s WHERE s.task_id = t.id AND s.dropped_at IS NULL) AS lag_bytes,
          t.error, t.created_by, t.created_at AS started_at, t.updated_at, t.finished_at,
          coalesce(t.finished_at, now()) - t.created_at AS elapsed
   FROM pgdog_reshard.tasks t
@@ -224,7 +226,8 @@ CREATE VIEW @extschema@.reshard_schema_sync AS
 -- The permanent replication slots tasks created on the source shards.
 CREATE VIEW @extschema@.reshard_replication_slots AS
   SELECT task_id, source_shard, host, port, database_name, slot_name AS slot, lsn, confirmed_lsn,
-         NULL::bigint AS lag_bytes, temporary, created_at, dropped_at, last_commit_at
+         greatest(0, source_lsn - coalesce(confirmed_lsn, lsn))::bigint AS lag_bytes, temporary, created_at,
+         dropped_at, last_commit_at
   FROM pgdog_reshard.replication_slots;
 
 -- Sharding -----------------------------------------------------------------------------------------

@@ -94,6 +94,34 @@ std::optional<KeyType> key_type_from_oid(uint32_t oid) {
   }
 }
 
+int route_text_key(const ShardedTable &rule, std::string_view text, int shards,
+                   std::string_view table) {
+  std::string column = quote_ident(rule.column) + " of table " + std::string(table);
+  Key key;
+  try {
+    key = parse_key(rule.data_type, text);
+  } catch (const Error &e) {
+    throw Error(e.sqlstate(), std::string(e.what()) + " in sharding key " + column);
+  }
+  if (rule.is_hash()) return hash_shard(rule.data_type, key, shards);
+  std::optional<int> shard = mapped_shard(rule.mappings, key);
+  if (!shard) {
+    throw Error(sqlstate::kCheckViolation,
+                "value " + shown_value(rule.data_type, key) + " of sharding key " + column +
+                    " matches no sharding rule",
+                "The rule has list or range mappings and no default mapping.",
+                "Add a mapping for this value, or a default mapping (a [[sharded_tables.mapping]] "
+                "with only shard = N).");
+  }
+  if (*shard < 0 || *shard >= shards) {
+    throw Error(sqlstate::kInvalidParameterValue,
+                "the sharding rule of " + column + " maps value " +
+                    shown_value(rule.data_type, key) + " to shard " + std::to_string(*shard) +
+                    ", but the destination has " + std::to_string(shards) + " shards");
+  }
+  return *shard;
+}
+
 RowRouter::RowRouter(const RouteSpec &spec)
     : table_(quote_table(spec.schema, spec.table)),
       omnisharded_(spec.rule == nullptr),

@@ -37,6 +37,15 @@ std::optional<KeyType> key_type_from_name(std::string_view name);
 // From a pg_type OID (int2 21, int4 23, int8 20, text 25, varchar 1043, uuid 2950).
 std::optional<KeyType> key_type_from_oid(uint32_t oid);
 
+// The shard of a sharding key given in its text form (a pgoutput text value, a literal), under
+// `rule`: parsed as the rule's data_type (int2/int4 text parses as bigint, which hashes alike),
+// then hashed or matched against the list/range mappings. `table` ("schema"."name", quoted) and
+// the rule's column name the key in messages. NULL is the caller's to refuse (22004): text has
+// none. Throws Error: 22P02 for text that is not of the rule's type, 23514 for a value no mapping
+// (nor a default) maps, 22023 for a mapping to a shard outside [0, shards).
+int route_text_key(const ShardedTable &rule, std::string_view text, int shards,
+                   std::string_view table);
+
 struct RouteSpec {
   std::string schema;                  // for messages
   std::string table;                   // for messages

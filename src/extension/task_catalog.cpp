@@ -308,4 +308,46 @@ void slot_mark_dropped(int64_t task, int shard, const std::string &slot) {
       {num(task), num(shard), slot});
 }
 
+void slot_confirmed(int64_t task, int shard, Lsn confirmed, int64_t commit_time_us) {
+  SpiSession spi;
+  std::optional<std::string> commit_time;
+  // PostgreSQL's epoch (2000-01-01) in microseconds, as pgoutput sends it.
+  if (commit_time_us != 0) commit_time = std::to_string(commit_time_us);
+  spi.exec(
+      "UPDATE pgdog_reshard.replication_slots SET confirmed_lsn = $3::pg_lsn,"
+      " last_commit_at = coalesce('2000-01-01 00:00:00+00'::timestamptz + $4::bigint * interval '1 microsecond',"
+      " last_commit_at) WHERE task_id = $1::bigint AND source_shard = $2::int AND NOT temporary",
+      {num(task), num(shard), confirmed.to_string(), commit_time});
+}
+
+void slot_source_position(int64_t task, int shard, Lsn wal_end) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.replication_slots SET source_lsn = greatest(source_lsn, $3::pg_lsn)"
+      " WHERE task_id = $1::bigint AND source_shard = $2::int AND NOT temporary",
+      {num(task), num(shard), wal_end.to_string()});
+}
+
+std::optional<StreamStart> slot_stream_start(int64_t task, int shard) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT slot_name, coalesce(confirmed_lsn, lsn)::text FROM pgdog_reshard.replication_slots"
+      " WHERE task_id = $1::bigint AND source_shard = $2::int AND NOT temporary AND dropped_at IS NULL",
+      {num(task), num(shard)});
+  if (rows.empty()) return std::nullopt;
+  return StreamStart{*rows[0][0], Lsn::parse_or_throw(*rows[0][1])};
+}
+
+std::vector<std::pair<int, Lsn>> table_watermarks(int64_t task, int shard) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT ordinal, coalesce((SELECT watermark FROM pgdog_reshard.table_copies c WHERE c.task_id = o.task_id"
+      "   AND c.ordinal = o.ordinal AND c.source_shard = $2::int), min(watermark))::text"
+      " FROM pgdog_reshard.table_copies o WHERE task_id = $1::bigint GROUP BY task_id, ordinal ORDER BY ordinal",
+      {num(task), num(shard)});
+  std::vector<std::pair<int, Lsn>> out;
+  for (const SpiRow &r : rows) out.emplace_back(std::stoi(*r[0]), r[1] ? Lsn::parse_or_throw(*r[1]) : Lsn());
+  return out;
+}
+
 }  // namespace pgdog_reshard

@@ -79,5 +79,17 @@ void slot_insert(int64_t task, int shard, const std::string &host, int port, con
                  const std::string &slot, Lsn lsn);
 std::vector<SlotRow> slots_of(int64_t task);
 void slot_mark_dropped(int64_t task, int shard, const std::string &slot);
+// Streaming progress of a source shard's slot: what the destinations committed, and the source's
+// WAL end as last seen (for lag).
+void slot_confirmed(int64_t task, int shard, Lsn confirmed, int64_t commit_time_us);
+void slot_source_position(int64_t task, int shard, Lsn wal_end);
+// The permanent slot of a source shard and where its stream resumes.
+struct StreamStart {
+  std::string slot;
+  Lsn lsn;
+};
+std::optional<StreamStart> slot_stream_start(int64_t task, int shard);
+// Per table (by ordinal), the copy watermark for one source shard (omnisharded tables: shard 0's).
+std::vector<std::pair<int, Lsn>> table_watermarks(int64_t task, int shard);
 
 }  // namespace pgdog_reshard

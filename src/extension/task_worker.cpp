@@ -178,11 +178,44 @@ void copy_tables(const TaskRun &run, BackendTaskContext &ctx) {
   }
 }
 
-// Streaming is the replication step's; until it lands the task holds its slots and waits here
-// for a stop (or the cutover of a later version).
-void hold_replicating(const TaskRun &run, BackendTaskContext &ctx) {
+// One stream worker per source shard, restarted (with a growing pause) whenever one exits: it
+// resumes from its last confirmed position, and the apply is idempotent, so a restart loses nothing.
+void stream_until_stopped(const TaskRun &run, BackendTaskContext &ctx) {
   set_phase(run, "replicating", "streaming");
-  for (;;) ctx.sleep_ms(1000);
+  int shards = run.config.shard_count(run.task.source);
+  std::vector<BackgroundWorkerHandle *> handles(shards, nullptr);
+  std::vector<long> backoff_ms(shards, 1000);
+  auto launch = [&](int shard) {
+    BackgroundWorkerHandle *handle = nullptr;
+    bool ok = pg_call([&] { return worker_launch("pgdog_reshard_stream_main", "pgdog_reshard stream", run.task.id, shard, &handle); });
+    if (!ok) {
+      throw Error(sqlstate::kConfigurationLimitExceeded, "no free background worker slot for a stream worker", {},
+                  "Raise max_worker_processes (needs a restart).");
+    }
+    handles[shard] = handle;
+  };
+  try {
+    for (int shard = 0; shard < shards; shard++) launch(shard);
+    for (;;) {
+      ctx.sleep_ms(1000);
+      for (int shard = 0; shard < shards; shard++) {
+        pid_t pid;
+        if (GetBackgroundWorkerPid(handles[shard], &pid) != BGWH_STOPPED) continue;
+        log_task(run.task.id, "stream worker of source shard " + std::to_string(shard) + " exited; restarting it");
+        ctx.sleep_ms(backoff_ms[shard]);
+        backoff_ms[shard] = std::min(backoff_ms[shard] * 2, 30000L);
+        launch(shard);
+      }
+    }
+  } catch (...) {
+    for (BackgroundWorkerHandle *h : handles) {
+      if (h != nullptr) TerminateBackgroundWorker(h);
+    }
+    for (BackgroundWorkerHandle *h : handles) {
+      if (h != nullptr) pg_call([&] { return WaitForBackgroundWorkerShutdown(h); });
+    }
+    throw;
+  }
 }
 
 void drop_task_slots(const TaskRun &run) {
@@ -213,7 +246,7 @@ void run_phases(const TaskRun &run) {
     create_slots(run, ctx);
     copy_tables(run, ctx);
     schema_phase(run, SchemaPhase::Post);
-    hold_replicating(run, ctx);
+    stream_until_stopped(run, ctx);
   }
   throw Error(sqlstate::kFeatureNotSupported, "task command \"" + command + "\" is not supported by this version");
 }

@@ -1,0 +1,76 @@
+// The apply side of streaming: decoded pgoutput changes routed to the destination shards and
+// applied idempotently, many source transactions per destination transaction, pipelined.
+//
+// - A change is skipped when its transaction's commit LSN (Begin::final_lsn) is at or below its
+//   table's copy watermark: the copy already holds it.
+// - INSERT is an upsert on the replica identity; UPDATE sets the changed columns by identity
+//   (unchanged TOASTed columns are left alone); DELETE by identity; TRUNCATE on every shard. An
+//   UPDATE that moves the sharding key to another shard is a delete there and an upsert here, with
+//   unchanged TOASTed values taken from the old shard's row. Replaying any of it converges.
+// - Destination sessions run with session_replication_role = replica.
+// - Statements are prepared once per table, shard and shape, and sent in libpq pipeline mode; no
+//   shard waits for another. A batch ends on a size or age limit at a source commit boundary: every
+//   shard commits, and only then is the batch's last end LSN reported as flushed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/lsn.h"
+#include "core/pg.h"
+#include "core/pgoutput.h"
+#include "engine/table_plan.h"
+#include "engine/task_context.h"
+
+namespace pgdog_reshard {
+
+struct ApplyTable {
+  TablePlan plan;  // columns, replica identity and sharding key (with its rule)
+  Lsn watermark;   // changes committed at or below it are in the copy already
+};
+
+struct ApplyOptions {
+  size_t batch_changes = 10000;  // commit the destination transactions after this many changes...
+  int batch_ms = 100;            // ...or when the open batch is this old, at a commit boundary
+};
+
+struct ApplyStats {
+  uint64_t applied = 0;  // changes sent to destinations
+  uint64_t skipped = 0;  // changes at or below a watermark
+  uint64_t transactions = 0;
+  uint64_t batches = 0;
+};
+
+class ChangeApplier : public PgOutputHandler {
+ public:
+  // destinations: shard i's primary. Connects at once (throws like Connection does).
+  ChangeApplier(std::vector<ApplyTable> tables, const std::vector<ConnParams> &destinations, TaskContext &ctx,
+                ApplyOptions options = {});
+  ~ChangeApplier() override;
+
+  void on_begin(const Begin &begin) override;
+  void on_commit(const Commit &commit) override;
+  void on_relation(const Relation &relation) override;  // maps a source relation to its ApplyTable
+  void on_insert(const Insert &insert) override;
+  void on_update(const Update &update) override;
+  void on_delete(const Delete &del) override;
+  void on_truncate(const Truncate &truncate) override;
+
+  // True when the open batch should be committed (size or age reached) and a commit boundary has
+  // been seen. The caller then calls flush().
+  bool batch_due() const;
+  // Commits the open batch on every shard; returns the end LSN of the last source transaction now
+  // durable on all of them (the position to confirm to the source). No-op if nothing is open.
+  Lsn flush();
+  // The last position flush() returned (or the start position, before any).
+  Lsn flushed() const;
+  void set_start(Lsn start);  // the position streaming starts from: flushed() until the first flush
+  const ApplyStats &stats() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pgdog_reshard

@@ -1,0 +1,150 @@
+#include "engine/replication_stream.h"
+
+#include <chrono>
+
+#include "core/sql.h"
+
+namespace pgdog_reshard {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string start_command(const StreamRequest &r) {
+  // proto_version 1 is what PostgreSQL 15 offers without streaming of in-progress transactions;
+  // values come as text, which every destination type accepts.
+  return "START_REPLICATION SLOT " + quote_ident(r.slot) + " LOGICAL " + r.start.to_string() +
+         " (proto_version '1', publication_names " + quote_literal(quote_ident(r.publication)) + ")";
+}
+
+// Remembers the commit time of the last transaction, for the observer's last-commit column.
+class CommitClock : public PgOutputHandler {
+ public:
+  explicit CommitClock(PgOutputHandler &next) : next_(next) {}
+  void on_begin(const Begin &m) override { next_.on_begin(m); }
+  void on_commit(const Commit &m) override {
+    last_commit_time = m.commit_time;
+    next_.on_commit(m);
+  }
+  void on_relation(const Relation &m) override { next_.on_relation(m); }
+  void on_insert(const Insert &m) override { next_.on_insert(m); }
+  void on_update(const Update &m) override { next_.on_update(m); }
+  void on_delete(const Delete &m) override { next_.on_delete(m); }
+  void on_truncate(const Truncate &m) override { next_.on_truncate(m); }
+  int64_t last_commit_time = 0;
+
+ private:
+  PgOutputHandler &next_;
+};
+
+void set_option(ConnParams &params, const std::string &key, const std::string &value) {
+  for (auto &option : params.options) {
+    if (option.first == key) {
+      option.second = value;
+      return;
+    }
+  }
+  params.options.emplace_back(key, value);
+}
+
+// Text values must be the bytes the source stores (the sharding hash is over them, as in the copy),
+// and in formats every destination parses the same way.
+std::string source_encoding(const ConnParams &source, TaskContext &ctx) {
+  Connection conn(source, ctx);
+  return std::string(conn.exec("SHOW server_encoding").value(0, 0));
+}
+
+std::vector<ConnParams> in_encoding(std::vector<ConnParams> destinations, const std::string &encoding) {
+  for (ConnParams &d : destinations) set_option(d, "client_encoding", encoding);
+  return destinations;
+}
+
+ConnParams replication_params(const ConnParams &source, const std::string &encoding) {
+  ConnParams params = source;
+  params.replication = true;
+  params.application_name = "pgdog_reshard stream";
+  set_option(params, "client_encoding", encoding);
+  set_option(params, "options", "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3");
+  return params;
+}
+
+class Stream {
+ public:
+  Stream(const StreamRequest &request, StreamObserver &observer, TaskContext &ctx)
+      : request_(request),
+        observer_(observer),
+        ctx_(ctx),
+        encoding_(source_encoding(request.source, ctx)),
+        applier_(request.tables, in_encoding(request.destinations, encoding_), ctx, request.apply),
+        clock_(applier_) {
+    applier_.set_start(request.start);
+    conn_ = std::make_unique<Connection>(replication_params(request.source, encoding_), ctx);
+  }
+
+  void run() {
+    conn_->start_replication(start_command(request_));
+    last_status_ = Clock::now();
+    for (;;) {
+      ctx_.check_interrupts();
+      std::optional<std::string_view> message = conn_->read_copy_data(wait_ms());
+      if (message) handle(*message);
+      // Commit when the batch is due, or when the stream went quiet: nothing is held waiting for
+      // the next change. (A partial source transaction committed this way is replayed, harmlessly,
+      // after a restart: the confirmed position only moves at source commit boundaries.)
+      if (applier_.batch_due() || (!message && pending_)) commit_batch();
+      // Asking for a reply makes the source send its current WAL end: the lag stays fresh.
+      if (Clock::now() - last_status_ >= std::chrono::milliseconds(request_.status_interval_ms)) send_status(true);
+    }
+  }
+
+ private:
+  int wait_ms() const { return std::min(request_.apply.batch_ms, request_.status_interval_ms); }
+
+  void handle(std::string_view message) {
+    ReplicationFrame frame = decode_frame(message);
+    if (frame.keepalive) {
+      observer_.source_position(frame.keepalive->wal_end);
+      if (frame.keepalive->reply_requested) send_status(false);
+      return;
+    }
+    observer_.source_position(frame.xlog->wal_end);
+    decoder_.decode(frame.xlog->payload, clock_);
+    pending_ = true;
+  }
+
+  void commit_batch() {
+    Lsn before = applier_.flushed();
+    Lsn after = applier_.flush();
+    pending_ = false;
+    if (after != before) {
+      observer_.flushed(after, clock_.last_commit_time);
+      send_status(false);
+    }
+  }
+
+  void send_status(bool reply) {
+    Lsn flushed = applier_.flushed();
+    conn_->send_copy_data(encode_status_update(flushed, flushed, flushed, pg_epoch_now_us(), reply));
+    last_status_ = Clock::now();
+  }
+
+  const StreamRequest &request_;
+  StreamObserver &observer_;
+  TaskContext &ctx_;
+  std::string encoding_;
+  ChangeApplier applier_;
+  CommitClock clock_;
+  PgOutputDecoder decoder_;
+  std::unique_ptr<Connection> conn_;
+  Clock::time_point last_status_;
+  bool pending_ = false;
+};
+
+}  // namespace
+
+void stream_changes(const StreamRequest &request, StreamObserver &observer, TaskContext &ctx) {
+  Stream stream(request, observer, ctx);
+  stream.run();
+}
+
+}  // namespace pgdog_reshard

@@ -1,0 +1,872 @@
+// ChangeApplier (src/engine/apply.h) against two real PostgreSQL 15 destination shards, fed
+// pgoutput messages built by hand. Placement is checked with PostgreSQL's own
+// satisfies_hash_partition (hash rules) or the rule written in SQL (list, range); idempotency by
+// applying the same changes twice and comparing every row; batching by looking at the shards from
+// other sessions; failure by a shard that rejects a row, and by a cancel while a shard is blocked.
+#include <gtest/gtest.h>
+
+#include "expect_error.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+#include "core/lsn.h"
+#include "core/pg.h"
+#include "core/pgoutput.h"
+#include "core/sharding.h"
+#include "engine/apply.h"
+#include "engine/table_plan.h"
+#include "engine/task_context.h"
+#include "harness.h"
+
+namespace pgdog_reshard {
+namespace {
+
+using test::InstanceOptions;
+using test::PgInstance;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kShards = 2;
+constexpr uint32_t kInt8 = 20, kInt4 = 23, kText = 25, kVarchar = 1043, kUuid = 2950, kJson = 114;
+
+bool has(const std::string &text, const std::string &needle) {
+  return text.find(needle) != std::string::npos;
+}
+
+// One value of a hand-built tuple.
+struct V {
+  ColumnValue::Kind kind = ColumnValue::Kind::Null;
+  std::string text;
+};
+V val(std::string text) { return V{ColumnValue::Kind::Text, std::move(text)}; }
+V val(int64_t n) { return val(std::to_string(n)); }
+const V kNull{ColumnValue::Kind::Null, {}};
+const V kUnchanged{ColumnValue::Kind::Unchanged, {}};
+
+struct Col {
+  std::string name;
+  uint32_t type = kInt8;
+  bool key = false;  // part of the replica identity, as the Relation message flags it
+};
+
+// Builds pgoutput messages and hands them to an applier. The strings the messages' views point
+// into live here, as long as the Feed.
+class Feed {
+ public:
+  explicit Feed(ChangeApplier &applier) : applier_(applier) {}
+
+  void relation(uint32_t oid, const std::string &name, const std::vector<Col> &columns,
+                char identity = 'd') {
+    Relation rel;
+    rel.oid = oid;
+    rel.schema = "public";
+    rel.name = name;
+    rel.replica_identity = identity;
+    for (const Col &c : columns) rel.columns.push_back(RelationColumn{c.key, c.name, c.type, -1});
+    applier_.on_relation(rel);
+  }
+  // BEGIN (final_lsn = lsn) ... COMMIT (end_lsn = lsn + 16) around `body`.
+  void txn(uint64_t lsn, const std::function<void()> &body) {
+    applier_.on_begin(Begin{Lsn(lsn), 0, 1});
+    body();
+    applier_.on_commit(Commit{0, Lsn(lsn), Lsn(lsn + 16), 0});
+  }
+  void insert(uint32_t oid, const std::vector<V> &row) {
+    Insert m;
+    m.relation = oid;
+    m.new_tuple = tuple(row);
+    applier_.on_insert(m);
+  }
+  void update(uint32_t oid, const std::vector<V> &row, char old_kind = 0,
+              const std::vector<V> &old = {}) {
+    Update m;
+    m.relation = oid;
+    m.old_kind = old_kind;
+    if (old_kind) m.old_tuple = tuple(old);
+    m.new_tuple = tuple(row);
+    applier_.on_update(m);
+  }
+  void remove(uint32_t oid, const std::vector<V> &old, char old_kind = 'K') {
+    Delete m;
+    m.relation = oid;
+    m.old_kind = old_kind;
+    m.old_tuple = tuple(old);
+    applier_.on_delete(m);
+  }
+  void truncate(const std::vector<uint32_t> &oids, bool restart_identity = false) {
+    Truncate m;
+    m.relations = oids;
+    m.restart_identity = restart_identity;
+    applier_.on_truncate(m);
+  }
+
+ private:
+  Tuple tuple(const std::vector<V> &values) {
+    Tuple out;
+    for (const V &v : values) {
+      store_.push_back(v.text);
+      out.push_back(ColumnValue{v.kind, store_.back()});
+    }
+    return out;
+  }
+
+  ChangeApplier &applier_;
+  std::deque<std::string> store_;
+};
+
+ShardedTable rule_for(const std::string &table, const std::string &column, DataType type,
+                      std::vector<Mapping> mappings = {}) {
+  ShardedTable rule;
+  rule.database = "destination";
+  rule.schema = "public";
+  rule.table = table;
+  rule.column = column;
+  rule.data_type = type;
+  rule.mappings = std::move(mappings);
+  return rule;
+}
+
+// A plan as pre-flight makes it. No rule: omnisharded. identity empty: REPLICA IDENTITY FULL.
+ApplyTable table_for(const std::string &name, std::vector<std::string> columns,
+                     std::vector<std::string> identity, const ShardedTable *rule = nullptr,
+                     KeyType key_type = KeyType::Int8, Lsn watermark = Lsn()) {
+  ApplyTable t;
+  t.plan.schema = "public";
+  t.plan.name = name;
+  t.plan.columns = std::move(columns);
+  t.plan.replica_identity_full = identity.empty();
+  t.plan.identity_columns = identity.empty() ? t.plan.columns : std::move(identity);
+  if (rule) {
+    ShardingKey key;
+    key.column = rule->column;
+    for (size_t i = 0; i < t.plan.columns.size(); i++) {
+      if (t.plan.columns[i] == rule->column) key.index = static_cast<int>(i);
+    }
+    key.type = key_type;
+    key.rule = rule;
+    t.plan.key = key;
+  }
+  t.watermark = watermark;
+  return t;
+}
+
+int shard_of(int64_t key) { return hash_shard(DataType::Bigint, Key(key), kShards); }
+
+// The first key >= from that hashes to `shard`.
+int64_t key_on(int shard, int64_t from) {
+  while (shard_of(from) != shard) from++;
+  return from;
+}
+
+// 32 hex digits from a counter, as a uuid.
+std::string uuid_of(uint64_t n) {
+  auto mix = [](uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+  };
+  char buf[40];
+  uint64_t a = mix(n), b = mix(n + 0x1234567);
+  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>(a >> 16) & 0xffff, static_cast<unsigned>(a) & 0xffff,
+                static_cast<unsigned>(b >> 48), static_cast<unsigned long long>(b & 0xffffffffffffull));
+  return buf;
+}
+
+// A text that PostgreSQL stores out of line (TOASTed): long and not compressible.
+std::string big_text(int seed) {
+  std::string out;
+  uint64_t x = static_cast<uint64_t>(seed) * 2654435761u + 1;
+  while (out.size() < 200000) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    out += static_cast<char>('a' + (x >> 59) % 26);
+  }
+  return out;
+}
+
+long vm_rss_kb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+class Apply : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::vector<std::future<std::unique_ptr<PgInstance>>> starting;
+    for (int i = 0; i < kShards; i++) {
+      starting.push_back(std::async(std::launch::async, [i] {
+        InstanceOptions options;
+        options.name = "apply_dest" + std::to_string(i);
+        return std::make_unique<PgInstance>(options);
+      }));
+    }
+    for (auto &s : starting) shards_.push_back(s.get());
+    everywhere(
+        "CREATE TABLE oracle_bigint (k bigint) PARTITION BY HASH (k);"
+        "CREATE TABLE oracle_varchar (k varchar) PARTITION BY HASH (k);"
+        "CREATE TABLE oracle_uuid (k uuid) PARTITION BY HASH (k)");
+  }
+  static void TearDownTestSuite() { shards_.clear(); }
+
+  static PgInstance &shard(int i) { return *shards_[i]; }
+  static void everywhere(const std::string &sql) {
+    for (auto &s : shards_) s->exec(sql);
+  }
+  static std::vector<ConnParams> destinations() {
+    std::vector<ConnParams> out;
+    for (auto &s : shards_) {
+      ConnParams p;
+      p.host = s->host();
+      p.port = s->port();
+      p.dbname = "postgres";
+      p.user = "postgres";
+      p.application_name = "apply_test";
+      out.push_back(p);
+    }
+    return out;
+  }
+
+  std::unique_ptr<ChangeApplier> applier(std::vector<ApplyTable> tables, ApplyOptions options = {}) {
+    return std::make_unique<ChangeApplier>(std::move(tables), destinations(), ctx_, options);
+  }
+
+  static int64_t count(int s, const std::string &table, const std::string &where = "true") {
+    return std::stoll(shard(s).value("SELECT count(*) FROM " + table + " WHERE " + where));
+  }
+  static int64_t total(const std::string &table) { return count(0, table) + count(1, table); }
+  // The rows of a table on one shard, as text, in a stable order.
+  static std::string rows_of(int s, const std::string &table) {
+    return shard(s).value("SELECT coalesce(string_agg(t::text, ' ' ORDER BY t::text), '') FROM " +
+                          table + " t");
+  }
+  // Every row of a table, shard by shard.
+  static std::string contents(const std::string &table) {
+    std::string out;
+    for (int s = 0; s < kShards; s++) out += "shard " + std::to_string(s) + ": " + rows_of(s, table) + "\n";
+    return out;
+  }
+  // Rows of shard s that PostgreSQL's hash partitioning would not put in partition s of kShards.
+  static int64_t misplaced(int s, const std::string &table, const std::string &key,
+                           const std::string &oracle) {
+    return count(s, table,
+                 "NOT satisfies_hash_partition('" + oracle + "'::regclass, " +
+                     std::to_string(kShards) + ", " + std::to_string(s) + ", " + key + ")");
+  }
+  void expect_hash_placement(const std::string &table, const std::string &key,
+                             const std::string &oracle, int64_t rows) {
+    EXPECT_EQ(total(table), rows) << table;
+    for (int s = 0; s < kShards; s++) {
+      EXPECT_EQ(misplaced(s, table, key, oracle), 0) << table << " shard " << s;
+      EXPECT_GT(count(s, table), 0) << table << " shard " << s << " got nothing";
+    }
+  }
+
+  std::vector<std::string> logs_;
+  std::atomic<bool> stop_{false};
+  SimpleTaskContext ctx_{[this] { return stop_.load(); },
+                         [this](LogLevel, const std::string &m) { logs_.push_back(m); }};
+  static std::vector<std::unique_ptr<PgInstance>> shards_;
+};
+
+std::vector<std::unique_ptr<PgInstance>> Apply::shards_;
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+TEST_F(Apply, InsertsRoutedByHashForBigintIntegerVarcharAndUuidKeys) {
+  everywhere(
+      "CREATE TABLE hb (id bigint PRIMARY KEY, v text);"
+      "CREATE TABLE hi (id integer PRIMARY KEY, v text);"
+      "CREATE TABLE hv (k varchar(40) PRIMARY KEY, n int);"
+      "CREATE TABLE hu (k uuid PRIMARY KEY, n int)");
+  ShardedTable rb = rule_for("hb", "id", DataType::Bigint), ri = rule_for("hi", "id", DataType::Bigint),
+               rv = rule_for("hv", "k", DataType::Varchar), ru = rule_for("hu", "k", DataType::Uuid);
+  auto a = applier({table_for("hb", {"id", "v"}, {"id"}, &rb),
+                    table_for("hi", {"id", "v"}, {"id"}, &ri, KeyType::Int4),
+                    table_for("hv", {"k", "n"}, {"k"}, &rv, KeyType::Text),
+                    table_for("hu", {"k", "n"}, {"k"}, &ru, KeyType::Uuid)});
+  Feed feed(*a);
+  feed.relation(1, "hb", {{"id", kInt8, true}, {"v", kText}});
+  feed.relation(2, "hi", {{"id", kInt4, true}, {"v", kText}});
+  feed.relation(3, "hv", {{"k", kVarchar, true}, {"n", kInt4}});
+  feed.relation(4, "hu", {{"k", kUuid, true}, {"n", kInt4}});
+  feed.txn(0x1000, [&] {
+    for (int i = 0; i < 300; i++) {
+      int64_t n = i * 7919 - 1000000;
+      feed.insert(1, {val(n), val("v" + std::to_string(i))});
+      feed.insert(2, {val(n / 3), val("w")});
+      feed.insert(3, {val("key-" + std::to_string(i) + "-ü"), val(i)});
+      feed.insert(4, {val(uuid_of(i)), val(i)});
+    }
+  });
+  EXPECT_EQ(a->flush(), Lsn(0x1010));
+  expect_hash_placement("hb", "id", "oracle_bigint", 300);
+  expect_hash_placement("hi", "id::bigint", "oracle_bigint", 300);
+  expect_hash_placement("hv", "k", "oracle_varchar", 300);
+  expect_hash_placement("hu", "k", "oracle_uuid", 300);
+  EXPECT_EQ(a->stats().applied, 1200u);
+  EXPECT_EQ(a->stats().transactions, 1u);
+  EXPECT_EQ(a->stats().batches, 1u);
+}
+
+TEST_F(Apply, ListAndRangeRulesPlaceRowsAndRefuseUnmappedValues) {
+  everywhere(
+      "CREATE TABLE lt (id bigint PRIMARY KEY, region bigint NOT NULL);"
+      "CREATE TABLE rt (id bigint PRIMARY KEY, v text)");
+  Mapping low, high, range_low, range_high;
+  low.values = {Key(int64_t{1}), Key(int64_t{2}), Key(int64_t{3})};
+  low.shard = 0;
+  high.values = {Key(int64_t{4}), Key(int64_t{5})};
+  high.shard = 1;
+  range_low.kind = range_high.kind = Mapping::Kind::Range;
+  range_low.end = Key(int64_t{1000});
+  range_low.shard = 0;
+  range_high.start = Key(int64_t{1000});
+  range_high.shard = 1;
+  ShardedTable rl = rule_for("lt", "region", DataType::Bigint, {low, high});
+  ShardedTable rr = rule_for("rt", "id", DataType::Bigint, {range_low, range_high});
+  auto a = applier({table_for("lt", {"id", "region"}, {"id"}, &rl),
+                    table_for("rt", {"id", "v"}, {"id"}, &rr)});
+  Feed feed(*a);
+  feed.relation(1, "lt", {{"id", kInt8, true}, {"region", kInt8}});
+  feed.relation(2, "rt", {{"id", kInt8, true}, {"v", kText}});
+  feed.txn(0x1000, [&] {
+    for (int i = 0; i < 50; i++) feed.insert(1, {val(i), val(i % 5 + 1)});
+    for (int i = 0; i < 50; i++) feed.insert(2, {val(i * 50 - 200), val("x")});
+  });
+  a->flush();
+  EXPECT_EQ(total("lt"), 50);
+  EXPECT_EQ(count(0, "lt", "region NOT IN (1, 2, 3)"), 0);
+  EXPECT_EQ(count(1, "lt", "region NOT IN (4, 5)"), 0);
+  EXPECT_EQ(count(1, "lt"), 20);
+  EXPECT_EQ(total("rt"), 50);
+  EXPECT_EQ(count(0, "rt", "id >= 1000"), 0);
+  EXPECT_EQ(count(1, "rt", "id < 1000"), 0);
+  EXPECT_EQ(count(1, "rt"), 26);  // -200, -150, ..., 2250: 26 of them at 1000 or above
+
+  Error e = error_of([&] { feed.txn(0x2000, [&] { feed.insert(1, {val(99), val(7)}); }); });
+  EXPECT_EQ(e.sqlstate(), "23514");
+  EXPECT_TRUE(has(e.what(), "\"region\"") && has(e.what(), "\"public\".\"lt\"") && has(e.what(), "7"))
+      << e.what();
+  EXPECT_EQ(total("lt"), 50);
+}
+
+TEST_F(Apply, NullShardingKeyIsRefused) {
+  everywhere("CREATE TABLE nk (id bigint PRIMARY KEY, k bigint)");
+  ShardedTable rule = rule_for("nk", "k", DataType::Bigint);
+  auto a = applier({table_for("nk", {"id", "k"}, {"id"}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "nk", {{"id", kInt8, true}, {"k", kInt8}});
+  Error e = error_of([&] { feed.txn(0x1000, [&] { feed.insert(1, {val(1), kNull}); }); });
+  EXPECT_EQ(e.sqlstate(), "22004");
+  EXPECT_TRUE(has(e.what(), "\"k\"") && has(e.what(), "\"public\".\"nk\"")) << e.what();
+}
+
+TEST_F(Apply, ChangeOfATableOutsideThePlanIsRefused) {
+  everywhere("CREATE TABLE inplan (id bigint PRIMARY KEY)");
+  auto a = applier({table_for("inplan", {"id"}, {"id"})});
+  Feed feed(*a);
+  feed.relation(7, "latecomer", {{"id", kInt8, true}});  // a Relation alone is harmless
+  Error e = error_of([&] { feed.txn(0x1000, [&] { feed.insert(7, {val(1)}); }); });
+  EXPECT_EQ(e.sqlstate(), "0A000");
+  EXPECT_TRUE(has(e.what(), "\"public\".\"latecomer\"")) << e.what();
+  // The applier is done: later calls say so rather than apply onto a half-failed batch.
+  Error after = error_of([&] { a->flush(); });
+  EXPECT_EQ(after.sqlstate(), "55000");
+  EXPECT_TRUE(has(after.detail(), "latecomer")) << after.detail();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotent apply
+
+TEST_F(Apply, ApplyingTheSameChangesTwiceGivesTheSameRows) {
+  everywhere(
+      "CREATE TABLE idem (id bigint PRIMARY KEY, v text, n int);"
+      "CREATE TABLE idem_all (id bigint PRIMARY KEY, v text)");
+  ShardedTable rule = rule_for("idem", "id", DataType::Bigint);
+  auto run = [&] {
+    auto a = applier({table_for("idem", {"id", "v", "n"}, {"id"}, &rule),
+                      table_for("idem_all", {"id", "v"}, {"id"})});
+    Feed feed(*a);
+    feed.relation(1, "idem", {{"id", kInt8, true}, {"v", kText}, {"n", kInt4}});
+    feed.relation(2, "idem_all", {{"id", kInt8, true}, {"v", kText}});
+    feed.txn(0x1000, [&] {
+      for (int i = 1; i <= 40; i++) feed.insert(1, {val(i), val("first"), val(i)});
+      for (int i = 1; i <= 40; i += 3) feed.update(1, {val(i), val("second"), kNull});
+      for (int i = 2; i <= 40; i += 5) feed.remove(1, {val(i), kNull, kNull});
+      feed.insert(1, {val(2), val("again"), val(0)});
+      // Omnisharded, with a change of identity: replayed, the INSERT puts id 1 back next to id 100.
+      feed.insert(2, {val(1), val("a")});
+      feed.update(2, {val(100), val("b")}, 'K', {val(1), kNull});
+      feed.insert(2, {val(5), val("c")});
+    });
+    feed.txn(0x2000, [&] { feed.update(1, {val(3), val("third"), val(33)}); });
+    EXPECT_EQ(a->flush(), Lsn(0x2010));
+  };
+  run();
+  std::string once = contents("idem") + contents("idem_all");
+  EXPECT_EQ(total("idem"), 40 - 8 + 1);
+  EXPECT_EQ(shard(0).value("SELECT v FROM idem_all WHERE id = 100"), "b");
+  EXPECT_EQ(count(0, "idem_all"), 2);
+  run();
+  EXPECT_EQ(contents("idem") + contents("idem_all"), once);
+}
+
+TEST_F(Apply, UpdateSetsOrdinaryColumns) {
+  everywhere("CREATE TABLE upd (id bigint PRIMARY KEY, a text, b int, c text)");
+  ShardedTable rule = rule_for("upd", "id", DataType::Bigint);
+  auto a = applier({table_for("upd", {"id", "a", "b", "c"}, {"id"}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "upd", {{"id", kInt8, true}, {"a", kText}, {"b", kInt4}, {"c", kText}});
+  feed.txn(0x1000, [&] {
+    for (int i = 1; i <= 20; i++) feed.insert(1, {val(i), val("a"), val(i), val("c")});
+  });
+  feed.txn(0x2000, [&] {
+    for (int i = 1; i <= 20; i += 2) feed.update(1, {val(i), val("A"), val(i * 10), kNull});
+  });
+  a->flush();
+  for (int s = 0; s < kShards; s++) {
+    EXPECT_EQ(count(s, "upd", "id % 2 = 1 AND (a <> 'A' OR b <> id * 10 OR c IS NOT NULL)"), 0);
+    EXPECT_EQ(count(s, "upd", "id % 2 = 0 AND (a <> 'a' OR b <> id OR c <> 'c')"), 0);
+  }
+  EXPECT_EQ(total("upd"), 20);
+}
+
+TEST_F(Apply, UpdateLeavesAnUnchangedToastedColumnAlone) {
+  everywhere("CREATE TABLE toasty (id bigint PRIMARY KEY, v text, doc text)");
+  ShardedTable rule = rule_for("toasty", "id", DataType::Bigint);
+  auto a = applier({table_for("toasty", {"id", "v", "doc"}, {"id"}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "toasty", {{"id", kInt8, true}, {"v", kText}, {"doc", kText}});
+  std::string doc = big_text(1);
+  feed.txn(0x1000, [&] { feed.insert(1, {val(42), val("before"), val(doc)}); });
+  feed.txn(0x2000, [&] { feed.update(1, {val(42), val("after"), kUnchanged}); });
+  a->flush();
+  int s = shard_of(42);
+  EXPECT_EQ(shard(s).value("SELECT v FROM toasty WHERE id = 42"), "after");
+  EXPECT_EQ(shard(s).value("SELECT md5(doc) = md5('" + doc + "') FROM toasty WHERE id = 42"), "t");
+  EXPECT_NE(shard(s).value("SELECT reltoastrelid FROM pg_class WHERE relname = 'toasty'"), "0");
+}
+
+// The key is the primary key: the old tuple ('K', other columns NULL as pgoutput sends them)
+// names the old shard, which returns the unchanged TOASTed value as it gives the row up.
+TEST_F(Apply, UpdateMovingTheKeyMovesTheRowWithItsUnchangedValues) {
+  everywhere("CREATE TABLE mover (id bigint PRIMARY KEY, v text, doc text)");
+  ShardedTable rule = rule_for("mover", "id", DataType::Bigint);
+  int64_t from = key_on(0, 1000), to = key_on(1, 2000);
+  std::string doc = big_text(2);
+  auto run = [&](bool with_insert) {
+    auto a = applier({table_for("mover", {"id", "v", "doc"}, {"id"}, &rule)});
+    Feed feed(*a);
+    feed.relation(1, "mover", {{"id", kInt8, true}, {"v", kText}, {"doc", kText}});
+    if (with_insert) feed.txn(0x1000, [&] { feed.insert(1, {val(from), val("old"), val(doc)}); });
+    feed.txn(0x2000, [&] {
+      feed.update(1, {val(to), val("new"), kUnchanged}, 'K', {val(from), kNull, kNull});
+    });
+    a->flush();
+  };
+  auto expect_moved = [&] {
+    EXPECT_EQ(count(0, "mover"), 0);
+    EXPECT_EQ(count(1, "mover"), 1);
+    EXPECT_EQ(shard(1).value("SELECT id || ' ' || v || ' ' || (md5(doc) = md5('" + doc +
+                             "')) FROM mover"),
+              std::to_string(to) + " new true");
+  };
+  run(true);
+  expect_moved();
+  run(false);  // the UPDATE replayed: the old row is gone, the new one is updated again
+  expect_moved();
+  run(true);  // the whole stream replayed: the INSERT puts the old row back, the move takes it
+  expect_moved();
+}
+
+// The key is not part of the replica identity: pgoutput sends no old tuple when it changes, so
+// the row is looked for on every other shard.
+TEST_F(Apply, UpdateMovingAKeyOutsideTheIdentityMovesTheRow) {
+  everywhere("CREATE TABLE orders (id bigint PRIMARY KEY, customer bigint NOT NULL, doc text)");
+  ShardedTable rule = rule_for("orders", "customer", DataType::Bigint);
+  auto a = applier({table_for("orders", {"id", "customer", "doc"}, {"id"}, &rule)});
+  EXPECT_TRUE(std::any_of(logs_.begin(), logs_.end(),
+                          [](const std::string &m) { return has(m, "not part of its replica identity"); }));
+  Feed feed(*a);
+  feed.relation(1, "orders", {{"id", kInt8, true}, {"customer", kInt8}, {"doc", kText}});
+  int64_t c0 = key_on(0, 1), c1 = key_on(1, 1);
+  std::string doc = big_text(3);
+  feed.txn(0x1000, [&] {
+    feed.insert(1, {val(1), val(c0), val(doc)});
+    feed.insert(1, {val(2), val(c0), val("small")});
+  });
+  feed.txn(0x2000, [&] {
+    feed.update(1, {val(1), val(c1), kUnchanged});       // moves, TOASTed value fetched
+    feed.update(1, {val(2), val(c1), val("changed")});   // moves, complete row
+  });
+  a->flush();
+  EXPECT_EQ(count(0, "orders"), 0);
+  EXPECT_EQ(count(1, "orders"), 2);
+  EXPECT_EQ(shard(1).value("SELECT md5(doc) = md5('" + doc + "') FROM orders WHERE id = 1"), "t");
+  EXPECT_EQ(shard(1).value("SELECT doc FROM orders WHERE id = 2"), "changed");
+  feed.txn(0x3000, [&] { feed.remove(1, {val(1), kNull, kNull}); });
+  a->flush();
+  EXPECT_EQ(total("orders"), 1);
+}
+
+TEST_F(Apply, DeleteRemovesTheRowAndItsReplayIsANoOp) {
+  everywhere("CREATE TABLE del (id bigint PRIMARY KEY, v text)");
+  ShardedTable rule = rule_for("del", "id", DataType::Bigint);
+  auto run = [&](bool with_insert) {
+    auto a = applier({table_for("del", {"id", "v"}, {"id"}, &rule)});
+    Feed feed(*a);
+    feed.relation(1, "del", {{"id", kInt8, true}, {"v", kText}});
+    if (with_insert) {
+      feed.txn(0x1000, [&] {
+        for (int i = 1; i <= 10; i++) feed.insert(1, {val(i), val("x")});
+      });
+    }
+    feed.txn(0x2000, [&] {
+      for (int i = 1; i <= 10; i += 2) feed.remove(1, {val(i), kNull});
+    });
+    a->flush();
+  };
+  run(true);
+  std::string after = contents("del");
+  EXPECT_EQ(total("del"), 5);
+  run(false);
+  EXPECT_EQ(contents("del"), after);
+}
+
+// REPLICA IDENTITY FULL: no key to conflict on, so INSERT adds a row (identical rows are
+// legitimate); UPDATE and DELETE touch exactly one row equal to the old one (NULLs and json
+// compared too), and a key change moves it with values from the old tuple.
+TEST_F(Apply, ReplicaIdentityFullInsertUpdateDeleteAndMove) {
+  everywhere("CREATE TABLE fulltab (k bigint NOT NULL, note text, j json, doc text)");
+  ShardedTable rule = rule_for("fulltab", "k", DataType::Bigint);
+  auto a = applier({table_for("fulltab", {"k", "note", "j", "doc"}, {}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "fulltab",
+                {{"k", kInt8, true}, {"note", kText, true}, {"j", kJson, true}, {"doc", kText, true}},
+                'f');
+  int64_t k0 = key_on(0, 10), k1 = key_on(1, 10);
+  std::string doc = big_text(4);
+  std::vector<V> row{val(k0), kNull, val("{\"a\": [1, 2]}"), val(doc)};
+  feed.txn(0x1000, [&] {
+    feed.insert(1, row);
+    feed.insert(1, row);
+    feed.insert(1, row);
+  });
+  a->flush();
+  EXPECT_EQ(count(0, "fulltab"), 3);
+  feed.txn(0x2000, [&] { feed.update(1, {val(k0), val("one"), row[2], kUnchanged}, 'O', row); });
+  a->flush();
+  EXPECT_EQ(count(0, "fulltab", "note = 'one'"), 1);
+  EXPECT_EQ(count(0, "fulltab", "note IS NULL"), 2);
+  feed.txn(0x3000, [&] { feed.remove(1, row, 'O'); });
+  a->flush();
+  EXPECT_EQ(count(0, "fulltab"), 2);
+  std::vector<V> one{val(k0), val("one"), row[2], val(doc)};
+  feed.txn(0x4000, [&] { feed.update(1, {val(k1), val("moved"), row[2], kUnchanged}, 'O', one); });
+  a->flush();
+  EXPECT_EQ(count(0, "fulltab"), 1);
+  EXPECT_EQ(count(0, "fulltab", "note IS NULL"), 1);
+  EXPECT_EQ(shard(1).value("SELECT note || ' ' || (md5(doc) = md5('" + doc + "')) FROM fulltab"),
+            "moved true");
+}
+
+TEST_F(Apply, TruncateEmptiesMappedTablesOnEveryShard) {
+  everywhere(
+      "CREATE TABLE tr_parent (id bigint PRIMARY KEY);"
+      "CREATE TABLE tr_child (id bigint PRIMARY KEY, parent bigint REFERENCES tr_parent);"
+      "CREATE TABLE tr_kept (id bigint PRIMARY KEY)");
+  ShardedTable rule = rule_for("tr_child", "id", DataType::Bigint);
+  auto a = applier({table_for("tr_parent", {"id"}, {"id"}),
+                    table_for("tr_child", {"id", "parent"}, {"id"}, &rule),
+                    table_for("tr_kept", {"id"}, {"id"})});
+  Feed feed(*a);
+  feed.relation(1, "tr_parent", {{"id", kInt8, true}});
+  feed.relation(2, "tr_child", {{"id", kInt8, true}, {"parent", kInt8}});
+  feed.relation(3, "tr_kept", {{"id", kInt8, true}});
+  feed.relation(4, "not_planned", {{"id", kInt8, true}});
+  feed.txn(0x1000, [&] {
+    for (int i = 1; i <= 10; i++) {
+      feed.insert(1, {val(i)});
+      feed.insert(2, {val(i), val(i)});
+      feed.insert(3, {val(i)});
+    }
+  });
+  a->flush();
+  ASSERT_EQ(total("tr_child"), 10);
+  ASSERT_EQ(count(0, "tr_parent") + count(1, "tr_parent"), 20);
+  feed.txn(0x2000, [&] { feed.truncate({1, 2, 4}); });
+  a->flush();
+  for (int s = 0; s < kShards; s++) {
+    EXPECT_EQ(count(s, "tr_parent"), 0);
+    EXPECT_EQ(count(s, "tr_child"), 0);
+    EXPECT_EQ(count(s, "tr_kept"), 10);
+  }
+  EXPECT_TRUE(std::any_of(logs_.begin(), logs_.end(),
+                          [](const std::string &m) { return has(m, "not_planned"); }));
+}
+
+TEST_F(Apply, OmnishardedTableChangesReachEveryShard) {
+  everywhere("CREATE TABLE omni (code text PRIMARY KEY, label text)");
+  auto a = applier({table_for("omni", {"code", "label"}, {"code"})});
+  Feed feed(*a);
+  feed.relation(1, "omni", {{"code", kText, true}, {"label", kText}});
+  feed.txn(0x1000, [&] {
+    for (int i = 0; i < 10; i++) feed.insert(1, {val("c" + std::to_string(i)), val("l")});
+    feed.update(1, {val("c1"), val("changed")});
+    feed.remove(1, {val("c2"), kNull});
+  });
+  a->flush();
+  EXPECT_EQ(count(0, "omni"), 9);
+  EXPECT_EQ(rows_of(0, "omni"), rows_of(1, "omni"));
+  EXPECT_EQ(shard(1).value("SELECT label FROM omni WHERE code = 'c1'"), "changed");
+}
+
+TEST_F(Apply, ChangesAtOrBelowTheWatermarkAreSkipped) {
+  everywhere("CREATE TABLE wm (id bigint PRIMARY KEY, v text)");
+  ShardedTable rule = rule_for("wm", "id", DataType::Bigint);
+  auto a = applier({table_for("wm", {"id", "v"}, {"id"}, &rule, KeyType::Int8, Lsn(0x5000))});
+  Feed feed(*a);
+  feed.relation(1, "wm", {{"id", kInt8, true}, {"v", kText}});
+  feed.txn(0x4000, [&] { feed.insert(1, {val(1), val("in the copy")}); });
+  feed.txn(0x5000, [&] {
+    feed.insert(1, {val(2), val("in the copy too")});
+    feed.truncate({1});
+  });
+  feed.txn(0x6000, [&] { feed.insert(1, {val(3), val("after")}); });
+  EXPECT_EQ(a->flush(), Lsn(0x6010));
+  EXPECT_EQ(total("wm"), 1);
+  EXPECT_EQ(shard(shard_of(3)).value("SELECT string_agg(v, ',') FROM wm"), "after");
+  EXPECT_EQ(a->stats().skipped, 3u);
+  EXPECT_EQ(a->stats().applied, 1u);
+  EXPECT_EQ(a->stats().transactions, 3u);
+}
+
+TEST_F(Apply, DestinationTriggersDoNotFire) {
+  everywhere(
+      "CREATE TABLE audited (id bigint PRIMARY KEY, v text);"
+      "CREATE TABLE audit_log (what text);"
+      "CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS"
+      " $$BEGIN INSERT INTO audit_log VALUES (TG_OP); RETURN NULL; END$$;"
+      "CREATE TRIGGER audited_rows AFTER INSERT OR UPDATE OR DELETE ON audited"
+      " FOR EACH ROW EXECUTE FUNCTION audit();"
+      "CREATE TRIGGER audited_truncate AFTER TRUNCATE ON audited"
+      " FOR EACH STATEMENT EXECUTE FUNCTION audit()");
+  ShardedTable rule = rule_for("audited", "id", DataType::Bigint);
+  auto a = applier({table_for("audited", {"id", "v"}, {"id"}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "audited", {{"id", kInt8, true}, {"v", kText}});
+  feed.txn(0x1000, [&] {
+    for (int i = 1; i <= 10; i++) feed.insert(1, {val(i), val("x")});
+    feed.update(1, {val(1), val("y")});
+    feed.remove(1, {val(2), kNull});
+    feed.truncate({1});
+  });
+  a->flush();
+  EXPECT_EQ(total("audit_log"), 0);
+  shard(0).exec("INSERT INTO audited VALUES (1, 'by hand')");  // the trigger works
+  EXPECT_EQ(count(0, "audit_log"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+TEST_F(Apply, FlushCommitsEveryShardAndReturnsTheLastCommitEnd) {
+  everywhere("CREATE TABLE fl (id bigint PRIMARY KEY)");
+  ShardedTable rule = rule_for("fl", "id", DataType::Bigint);
+  ApplyOptions options;
+  options.batch_changes = 5;
+  options.batch_ms = 60000;
+  auto a = applier({table_for("fl", {"id"}, {"id"}, &rule)}, options);
+  a->set_start(Lsn(0x500));
+  EXPECT_EQ(a->flushed(), Lsn(0x500));
+  EXPECT_EQ(a->flush(), Lsn(0x500));  // nothing open: a no-op
+  Feed feed(*a);
+  feed.relation(1, "fl", {{"id", kInt8, true}});
+  feed.txn(0x1000, [&] {
+    for (int i = 1; i <= 3; i++) feed.insert(1, {val(i)});
+  });
+  EXPECT_FALSE(a->batch_due());
+  a->on_begin(Begin{Lsn(0x2000), 0, 2});
+  for (int i = 4; i <= 8; i++) feed.insert(1, {val(i)});
+  EXPECT_FALSE(a->batch_due()) << "never due inside a source transaction";
+  a->on_commit(Commit{0, Lsn(0x2000), Lsn(0x2010), 0});
+  EXPECT_TRUE(a->batch_due());
+  EXPECT_EQ(total("fl"), 0) << "nothing is visible before the flush";
+  EXPECT_EQ(a->flushed(), Lsn(0x500));
+  EXPECT_EQ(a->flush(), Lsn(0x2010));
+  EXPECT_EQ(a->flushed(), Lsn(0x2010));
+  EXPECT_EQ(count(0, "fl") + count(1, "fl"), 8);
+  EXPECT_GT(count(0, "fl"), 0);
+  EXPECT_GT(count(1, "fl"), 0);
+  EXPECT_FALSE(a->batch_due());
+  // A transaction with nothing to apply still moves the position once the batch is old enough.
+  ApplyOptions quick;
+  quick.batch_ms = 20;
+  auto b = applier({table_for("fl", {"id"}, {"id"}, &rule)}, quick);
+  b->on_begin(Begin{Lsn(0x3000), 0, 3});
+  b->on_commit(Commit{0, Lsn(0x3000), Lsn(0x3010), 0});
+  EXPECT_TRUE(test::wait_until([&] { return b->batch_due(); }, 2000));
+  EXPECT_EQ(b->flush(), Lsn(0x3010));
+  EXPECT_EQ(b->stats().batches, 0u);  // no shard had anything to commit
+}
+
+// A shard rejects a row (a CHECK that only shard 1 has): the error names the statement with the
+// server's SQLSTATE, and the other shard, which took its part of the batch, commits none of it.
+TEST_F(Apply, AShardFailingMidBatchLeavesNoPartOfTheBatchAnywhere) {
+  everywhere("CREATE TABLE fails (id bigint PRIMARY KEY, v text)");
+  shard(1).exec("ALTER TABLE fails ADD CONSTRAINT no_bad CHECK (v <> 'bad')");
+  ShardedTable rule = rule_for("fails", "id", DataType::Bigint);
+  auto a = applier({table_for("fails", {"id", "v"}, {"id"}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "fails", {{"id", kInt8, true}, {"v", kText}});
+  feed.txn(0x1000, [&] { feed.insert(1, {val(key_on(0, 1)), val("committed")}); });
+  ASSERT_EQ(a->flush(), Lsn(0x1010));
+  int64_t bad = key_on(1, 1);
+  Error e = error_of([&] {
+    feed.txn(0x2000, [&] {
+      for (int i = 100; i < 110; i++) feed.insert(1, {val(i), val("good")});
+      feed.insert(1, {val(bad), val("bad")});
+      for (int i = 200; i < 210; i++) feed.insert(1, {val(i), val("good")});
+    });
+    a->flush();
+  });
+  EXPECT_EQ(e.sqlstate(), "23514");
+  EXPECT_TRUE(has(e.what(), std::to_string(shard(1).port())) && has(e.what(), "no_bad")) << e.what();
+  EXPECT_TRUE(has(e.detail(), "INSERT INTO \"public\".\"fails\"")) << e.detail();
+  EXPECT_EQ(count(0, "fails"), 1) << "shard 0 kept part of the failed batch";
+  EXPECT_EQ(count(1, "fails"), 0);
+  EXPECT_EQ(a->flushed(), Lsn(0x1010));
+  EXPECT_EQ(error_of([&] { a->flush(); }).sqlstate(), "55000");
+  EXPECT_TRUE(test::wait_until([&] {
+    return shard(0).value(
+               "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'apply_test'") == "0";
+  })) << "the sessions of a failed applier stay open";
+}
+
+// A shard blocked on a lock, and the owner asks to stop: the wait ends with the waiter's error,
+// and neither shard commits the batch.
+TEST_F(Apply, CancelWhileAShardIsBlockedCommitsNothing) {
+  everywhere("CREATE TABLE blocked (id bigint PRIMARY KEY)");
+  ShardedTable rule = rule_for("blocked", "id", DataType::Bigint);
+  auto a = applier({table_for("blocked", {"id"}, {"id"}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "blocked", {{"id", kInt8, true}});
+  PollWaiter plain;
+  Connection locker(destinations()[1], plain);
+  locker.exec("BEGIN; LOCK TABLE blocked IN ACCESS EXCLUSIVE MODE");
+  feed.txn(0x1000, [&] {
+    feed.insert(1, {val(key_on(0, 1))});
+    feed.insert(1, {val(key_on(1, 1))});
+  });
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stop_ = true;
+  });
+  auto started = Clock::now();
+  Error e = error_of([&] { a->flush(); });
+  stopper.join();
+  EXPECT_EQ(e.sqlstate(), "57014");
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(5));
+  locker.exec("COMMIT");
+  EXPECT_EQ(total("blocked"), 0);
+}
+
+// 200,000 changes in one source transaction stream through: memory stays flat (nothing waits for
+// the source COMMIT on our side), and the throughput is printed.
+TEST_F(Apply, HugeSourceTransactionStreamsInBoundedMemory) {
+  constexpr int kRows = 200000;
+  everywhere("CREATE TABLE huge (id bigint PRIMARY KEY, k bigint NOT NULL, payload text)");
+  ShardedTable rule = rule_for("huge", "k", DataType::Bigint);
+  auto a = applier({table_for("huge", {"id", "k", "payload"}, {"id"}, &rule)});
+  Relation rel;
+  rel.oid = 1;
+  rel.schema = "public";
+  rel.name = "huge";
+  rel.columns = {{true, "id", kInt8, -1}, {false, "k", kInt8, -1}, {false, "payload", kText, -1}};
+  a->on_relation(rel);
+  long before = vm_rss_kb(), peak = before;
+  auto started = Clock::now();
+  a->on_begin(Begin{Lsn(0x10000), 0, 9});
+  std::string id, k, payload;
+  Insert ins;
+  ins.relation = 1;
+  ins.new_tuple.resize(3);
+  for (int i = 0; i < kRows; i++) {
+    id = std::to_string(i);
+    k = std::to_string(i * 31 + 7);
+    payload = "payload of row " + id + " with some text to make it a realistic size";
+    ins.new_tuple[0] = ColumnValue{ColumnValue::Kind::Text, id};
+    ins.new_tuple[1] = ColumnValue{ColumnValue::Kind::Text, k};
+    ins.new_tuple[2] = ColumnValue{ColumnValue::Kind::Text, payload};
+    a->on_insert(ins);
+    if (i % 10000 == 0) peak = std::max(peak, vm_rss_kb());
+  }
+  a->on_commit(Commit{0, Lsn(0x10000), Lsn(0x10010), 0});
+  EXPECT_EQ(a->flush(), Lsn(0x10010));
+  double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  peak = std::max(peak, vm_rss_kb());
+  std::printf("[ apply    ] %d inserts into %d shards in %.2f s: %.0f changes/s; VmRSS %ld -> peak %ld kB\n",
+              kRows, kShards, seconds, kRows / seconds, before, peak);
+  EXPECT_LT(peak - before, 50 * 1024) << "memory grew with the transaction";
+  EXPECT_EQ(total("huge"), kRows);
+  EXPECT_EQ(misplaced(0, "huge", "k", "oracle_bigint") + misplaced(1, "huge", "k", "oracle_bigint"), 0);
+}
+
+// A shard that stops taking statements (a lock held elsewhere) makes the stream wait on its socket
+// instead of piling statements up in memory; once it is released, everything arrives.
+TEST_F(Apply, ABlockedShardHoldsTheStreamBackInsteadOfBuffering) {
+  constexpr int kRows = 100000;
+  everywhere("CREATE TABLE held (id bigint PRIMARY KEY, payload text)");
+  ShardedTable rule = rule_for("held", "id", DataType::Bigint);
+  auto a = applier({table_for("held", {"id", "payload"}, {"id"}, &rule)});
+  Feed feed(*a);
+  feed.relation(1, "held", {{"id", kInt8, true}, {"payload", kText}});
+  PollWaiter plain;
+  Connection locker(destinations()[1], plain);
+  locker.exec("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE");
+  std::atomic<int> sent{0};
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    EXPECT_LT(sent.load(), kRows) << "the stream did not wait for the blocked shard";
+    locker.exec("COMMIT");
+  });
+  long before = vm_rss_kb(), peak = before;
+  a->on_begin(Begin{Lsn(0x10000), 0, 9});
+  std::string id, payload(400, 'p');
+  Insert ins;
+  ins.relation = 1;
+  ins.new_tuple.resize(2);
+  for (int i = 0; i < kRows; i++, sent++) {
+    id = std::to_string(i);
+    ins.new_tuple[0] = ColumnValue{ColumnValue::Kind::Text, id};
+    ins.new_tuple[1] = ColumnValue{ColumnValue::Kind::Text, payload};
+    a->on_insert(ins);
+    if (i % 5000 == 0) peak = std::max(peak, vm_rss_kb());
+  }
+  a->on_commit(Commit{0, Lsn(0x10000), Lsn(0x10010), 0});
+  release.join();
+  EXPECT_EQ(a->flush(), Lsn(0x10010));
+  EXPECT_LT(peak - before, 50 * 1024) << "statements for the blocked shard piled up in memory";
+  EXPECT_EQ(total("held"), kRows);
+}
+
+}  // namespace
+}  // namespace pgdog_reshard
