@@ -2,10 +2,11 @@
 # The demo, on a fresh Debian 12 machine (as root): installs and builds pgdog_reshard, starts a source
 # database, two empty destination shards and a control node on loopback, creates sample data, loads
 # a PgDog configuration into the control node, copies the source into the 2-shard cluster with
-# reshard_copy_data (progress from reshard_status), checks every row's placement with PostgreSQL's
-# own hash partitioning and its content against the source, then stops. Stops everything it started.
+# reshard_copy_data (progress from reshard_status), writes to the source while the task streams the
+# changes, waits for zero lag, checks every row's placement with PostgreSQL's own hash partitioning
+# and its content against the source, then stops the task. Stops everything it started.
 #
-# Streaming the changes made meanwhile, and the cutover, join this demo as they land (see the issues).
+# The cutover joins this demo when it lands (see the issues).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -127,6 +128,21 @@ while :; do
   sleep 0.5
 done
 psql_at "$ctl" -c "SELECT \"table\", source_shard, state, rows, bytes, bytes_per_sec, elapsed FROM reshard_table_copies WHERE task_id = $task"
+
+echo "== writes on the source while the task replicates: they stream to the right shards"
+psql_at "$src" <<'SQL'
+INSERT INTO users SELECT g, 'late' || g || '@example.com' FROM generate_series(10001, 10500) g;
+UPDATE orders SET total = total + 1 WHERE id % 10 = 0;
+UPDATE orders SET user_id = 1 + user_id % 10000 WHERE id % 97 = 0;   -- sharding-key changes: rows move
+DELETE FROM orders WHERE id % 13 = 0;
+SQL
+target=$(psql_at "$src" -At -c "SELECT pg_current_wal_lsn()")
+for _ in $(seq 1 200); do
+  behind=$(psql_at "$ctl" -At -c "SELECT count(*) FROM reshard_replication_slots WHERE task_id = $task AND coalesce(confirmed_lsn, lsn) < '$target'")
+  [ "$behind" = 0 ] && break
+  sleep 0.2
+done
+psql_at "$ctl" -c "SELECT slot, confirmed_lsn, lag_bytes, last_commit_at FROM reshard_replication_slots WHERE task_id = $task"
 
 echo "== checked independently: placement by PostgreSQL's satisfies_hash_partition, content against the source"
 for port in "$dst0" "$dst1"; do
