@@ -53,7 +53,7 @@ CREATE TABLE pgdog_reshard.tasks (
 );
 REVOKE ALL ON pgdog_reshard.tasks FROM PUBLIC;
 
--- One row per table and source shard to copy.
+-- One row per table and source shard to copy ('skipped': streamed only, by reshard_replicate).
 CREATE TABLE pgdog_reshard.table_copies (
   task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
   source_shard integer NOT NULL,
@@ -65,12 +65,12 @@ CREATE TABLE pgdog_reshard.table_copies (
   key_type text,
   identity_columns jsonb NOT NULL,
   replica_identity_full boolean NOT NULL DEFAULT false,
-  state text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'running', 'done', 'failed')),
+  state text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'running', 'done', 'failed', 'skipped')),
   attempts integer NOT NULL DEFAULT 0,
   rows bigint NOT NULL DEFAULT 0,
   bytes bigint NOT NULL DEFAULT 0,
   estimated_bytes bigint NOT NULL DEFAULT 0,
-  watermark pg_lsn,                      -- changes at or below it are in the copy already
+  watermark pg_lsn,                      -- changes at or below it are in the copy already (NULL: none are)
   worker_pid integer,
   started_at timestamptz,
   updated_at timestamptz,
@@ -175,6 +175,14 @@ AS 'MODULE_PATHNAME', 'reshard_copy_data';
 COMMENT ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) IS
   'Pre-flight, schema pre, a replication slot per source shard, every table copied and routed, schema post';
 
+CREATE FUNCTION @extschema@.reshard_replicate(source text, destination text, publication text,
+                                              slot text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'reshard_replicate';
+COMMENT ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) IS
+  'Pre-flight (destination tables must exist), a replication slot per source shard, then stream every change without copying';
+
 CREATE FUNCTION @extschema@.reshard_stop(task bigint)
 RETURNS boolean
 LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -182,7 +190,8 @@ AS 'MODULE_PATHNAME', 'reshard_stop';
 COMMENT ON FUNCTION @extschema@.reshard_stop(bigint) IS
   'Stop a task: its workers stop, the slots it made are dropped, it ends cancelled';
 
--- One row per task.
+-- One row per task. Copy figures count copies only: a 'skipped' table (streamed, never copied) is no
+-- progress, so a task without copies (schema_sync, replicate) has NULL progress.
 CREATE VIEW @extschema@.reshard_status AS
   SELECT t.id, t.command, t.source, t.destination, t.publication, t.state, t.phase,
          -- A done table counts whole; a running one by its COPY bytes against its size estimate.
@@ -202,7 +211,7 @@ CREATE VIEW @extschema@.reshard_status AS
            coalesce(sum(x.estimated_bytes), 0) AS estimated_bytes,
            coalesce(sum(CASE WHEN x.state = 'done' THEN x.estimated_bytes ELSE least(x.bytes, x.estimated_bytes) END), 0)
              AS progress_bytes
-    FROM pgdog_reshard.table_copies x WHERE x.task_id = t.id) c;
+    FROM pgdog_reshard.table_copies x WHERE x.task_id = t.id AND x.state <> 'skipped') c;
 
 -- One row per table and source shard of a copy; bytes are binary COPY bytes read from the source.
 CREATE VIEW @extschema@.reshard_table_copies AS
@@ -260,6 +269,7 @@ REVOKE ALL ON FUNCTION @extschema@.reshard_hash_shard(text, integer) FROM PUBLIC
 REVOKE ALL ON FUNCTION @extschema@.reshard_hash_shard(uuid, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_stop(bigint) FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
   @extschema@.reshard_replication_slots FROM PUBLIC;
@@ -275,6 +285,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.reshard_hash_shard(text, integer) TO pgdog
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_hash_shard(uuid, integer) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_stop(bigint) TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
   @extschema@.reshard_replication_slots TO pgdog_reshard_admin;

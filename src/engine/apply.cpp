@@ -48,9 +48,12 @@ constexpr int kAllShards = RowRouter::kAllShards;
 
 // Destination sessions: triggers and foreign keys do not fire (the source ran them already, and
 // referenced rows may live on another shard); no timeout set for the application's roles may cut
-// a batch; values are parsed in the styles pgoutput prints them in.
+// a batch; values are parsed in the styles pgoutput prints them in; a batch's commit is durable
+// before its position is confirmed to the source (synchronous_commit = off on a destination could
+// lose it in a crash after the source had already dropped the WAL).
 constexpr const char *kSessionSetup =
     "SET session_replication_role = replica; SET statement_timeout = 0; SET lock_timeout = 0; "
+    "SET synchronous_commit = on; "
     "SET idle_in_transaction_session_timeout = 0; SET DateStyle = ISO; "
     "SET IntervalStyle = postgres";
 

@@ -700,22 +700,45 @@ std::string text_array(const std::vector<std::string> &items) {
   return out + "}";
 }
 
-void check_destination_tables(Shard &shard, const std::vector<TablePlan> &plans, TaskContext &ctx) {
+// The plan's tables that exist on the shard, as indexes into plans.
+std::vector<size_t> present_tables(Shard &shard, const std::vector<TablePlan> &plans) {
   std::vector<std::string> names;
   for (const TablePlan &p : plans) names.push_back(p.qualified());
   Result present = shard.query(
       "SELECT o.i FROM unnest($1::text[]) WITH ORDINALITY AS o(name, i)"
-      " WHERE to_regclass(o.name) IS NOT NULL",
+      " WHERE to_regclass(o.name) IS NOT NULL ORDER BY o.i",
       {text_array(names)});
-  for (int row = 0; row < present.rows(); row++) {
+  std::vector<size_t> out;
+  for (int row = 0; row < present.rows(); row++) out.push_back(std::stoul(std::string(present.value(row, 0))) - 1);
+  return out;
+}
+
+// A copy writes every row: the tables must be absent (schema pre creates them) or empty.
+void check_destination_empty(Shard &shard, const std::vector<TablePlan> &plans, TaskContext &ctx) {
+  for (size_t i : present_tables(shard, plans)) {
     ctx.check_interrupts();
-    const TablePlan &plan = plans[std::stoul(std::string(present.value(row, 0))) - 1];
+    const TablePlan &plan = plans[i];
     if (shard.query("SELECT EXISTS (SELECT 1 FROM " + plan.qualified() + ")").value(0, 0) != "t") continue;
     throw Error(sqlstate::kObjectNotInPrerequisiteState,
                 "table " + plan.qualified() + " on " + shard.where() + " is not empty",
                 "The copy writes every row of the source table; rows already there would be duplicated or "
                 "conflict.",
                 "TRUNCATE " + plan.qualified() + " there, or reshard into an empty cluster.");
+  }
+}
+
+// A stream without a copy applies changes into the tables as they are: each must exist already.
+void check_destination_present(Shard &shard, const std::vector<TablePlan> &plans, const ReshardRequest &request) {
+  std::vector<size_t> present = present_tables(shard, plans);
+  for (size_t i = 0; i < plans.size(); i++) {
+    if (std::find(present.begin(), present.end(), i) != present.end()) continue;
+    throw Error(sqlstate::kUndefinedTable,
+                "table " + plans[i].qualified() + " does not exist on " + shard.where(),
+                "Streaming without a copy applies the source's changes to tables that are already there; it "
+                "creates neither tables nor rows.",
+                "Create the tables first: SELECT reshard_schema_sync(" + quote_literal(request.source) + ", " +
+                    quote_literal(request.destination) + ", " + quote_literal(request.publication) +
+                    ", 'pre'), and wait until it is done.");
   }
 }
 
@@ -768,7 +791,14 @@ ReshardPlan preflight(const Config &config, const ReshardRequest &request, TaskC
   warn_unused_rules(rules, catalogs[0], request.publication, ctx);
 
   check_encodings(all, facts);
-  for (Shard &shard : destinations) check_destination_tables(shard, plan.tables, ctx);
+  for (Shard &shard : destinations) {
+    ctx.check_interrupts();
+    if (request.copy) {
+      check_destination_empty(shard, plan.tables, ctx);
+    } else {
+      check_destination_present(shard, plan.tables, request);
+    }
+  }
   return plan;
 }
 

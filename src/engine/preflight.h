@@ -16,6 +16,9 @@ struct ReshardRequest {
   std::string destination;
   std::string publication;
   int parallel_copies = 2;  // per source shard: temporary slots and WAL senders needed at once
+  // true: the rows will be copied, so every destination table must be absent or empty.
+  // false (reshard_replicate: stream only): every destination table must exist, holding anything.
+  bool copy = true;
 };
 
 struct ReshardPlan {
@@ -49,7 +52,8 @@ struct ReshardPlan {
 //    a table's columns, identity and key type are the same on every source shard (55000);
 //    a rule naming a table that is not published is logged as a warning through ctx;
 //  - the destination's encoding equals the source's (55000);
-//  - every destination table is absent or empty (55000).
+//  - copy: every destination table is absent or empty (55000); not copy: every destination table
+//    exists (42P01, naming the table and the shard), whatever rows it holds.
 // Reads only: creates nothing anywhere.
 ReshardPlan preflight(const Config &config, const ReshardRequest &request, TaskContext &ctx);
 

@@ -98,12 +98,13 @@ std::string column_list(const TablePlan &table) {
 // statement_timeout = 0: a COPY of a large table runs for hours, and a timeout set for the
 // application's role or database must not cut it (on either side).
 //
-// synchronous_commit is left as configured: a copy commits once per shard, so turning it off
-// saves one WAL flush per table, while a destination crash right after that commit could lose
-// rows the caller has already recorded as copied (it would then stream only changes after the
-// watermark, and the lost rows would never come back).
+// synchronous_commit is forced on, whatever the destination's configuration: once a copy is
+// recorded as done, only changes after its watermark are streamed, so a commit that a destination
+// crash could still lose (synchronous_commit = off) would lose those rows for good. It costs one
+// WAL flush per table and shard.
 constexpr const char *kDestinationSetup =
-    "SET session_replication_role = replica; SET statement_timeout = 0; SHOW server_encoding";
+    "SET session_replication_role = replica; SET statement_timeout = 0; SET synchronous_commit = on; "
+    "SHOW server_encoding";
 
 class TableCopier {
  public:

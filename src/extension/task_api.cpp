@@ -122,6 +122,21 @@ Datum reshard_copy_data(PG_FUNCTION_ARGS) {
   });
 }
 
+// Streams the source into destination tables that already hold what they should (a previous copy,
+// a restore, logical replicas needing no initial sync): no schema sync, no copy. Pre-flight as for
+// a copy, except that every destination table must exist (its rows are left as they are).
+PG_FUNCTION_INFO_V1(reshard_replicate);
+Datum reshard_replicate(PG_FUNCTION_ARGS) {
+  return cpp_entry([&]() -> Datum {
+    ReshardRequest request = request_args(fcinfo);
+    request.copy = false;
+    request.parallel_copies = 0;  // one permanent slot per source shard, no temporary ones
+    std::string options = "{}";
+    if (!PG_ARGISNULL(3)) options = "{\"slot\": " + json_string(text_arg(fcinfo, 3, "slot")) + "}";
+    return Int64GetDatum(start_task("replicate", request, options, true));
+  });
+}
+
 // Asks a task to stop: its workers stop within seconds, the slots it made are dropped, and it ends
 // 'cancelled'. False if the task had already ended.
 PG_FUNCTION_INFO_V1(reshard_stop);

@@ -89,7 +89,7 @@ std::string task_option(const TaskRow &task, const char *key) {
   return rows.empty() ? "" : rows[0][0].value_or("");
 }
 
-void table_copies_insert(int64_t task, const ReshardPlan &plan) {
+void table_copies_insert(int64_t task, const ReshardPlan &plan, const std::string &state) {
   SpiSession spi;
   for (size_t i = 0; i < plan.tables.size(); i++) {
     const TablePlan &t = plan.tables[i];
@@ -98,19 +98,25 @@ void table_copies_insert(int64_t task, const ReshardPlan &plan) {
     for (int shard = 0; shard < shards; shard++) {
       SpiParams params = {num(task), num(shard), t.schema, t.name, num(static_cast<int64_t>(i)),
                           json_array(t.columns), std::nullopt, std::nullopt, json_array(t.identity_columns),
-                          t.replica_identity_full ? "true" : "false", num(t.estimated_bytes)};
+                          t.replica_identity_full ? "true" : "false", num(t.estimated_bytes), state};
       if (t.key) {
         params[6] = t.key->column;
         params[7] = std::string(key_type_name(t.key->type));
       }
       spi.exec(
           "INSERT INTO pgdog_reshard.table_copies (task_id, source_shard, schema_name, table_name, ordinal,"
-          " columns, key_column, key_type, identity_columns, replica_identity_full, estimated_bytes)"
-          " VALUES ($1::bigint, $2::int, $3, $4, $5::int, $6::jsonb, $7, $8, $9::jsonb, $10::boolean, $11::bigint)"
+          " columns, key_column, key_type, identity_columns, replica_identity_full, estimated_bytes, state)"
+          " VALUES ($1::bigint, $2::int, $3, $4, $5::int, $6::jsonb, $7, $8, $9::jsonb, $10::boolean, $11::bigint,"
+          " $12)"
           " ON CONFLICT DO NOTHING",
           params);
     }
   }
+}
+
+bool table_copies_planned(int64_t task) {
+  SpiSession spi;
+  return !spi.query("SELECT 1 FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint LIMIT 1", {num(task)}).empty();
 }
 
 std::optional<int> table_copy_claim(int64_t task, int pid) {

@@ -20,8 +20,12 @@ struct TaskRow {
   bool stop_requested = false;
   StoredConfig config;
 
+  // A replicate task copies nothing: its destination tables must exist, and it takes no temporary slots.
   ReshardRequest request(int parallel_copies) const {
-    return ReshardRequest{source, destination, publication, parallel_copies};
+    ReshardRequest r{source, destination, publication, parallel_copies};
+    r.copy = command != "replicate";
+    if (!r.copy) r.parallel_copies = 0;
+    return r;
   }
 };
 
@@ -37,7 +41,9 @@ std::vector<int64_t> tasks_needing_worker();
 std::string task_option(const TaskRow &task, const char *key);  // options->>key, "" if absent
 
 // Table copies: one row per table and source shard, with what the copy needs to rebuild its plan.
-void table_copies_insert(int64_t task, const ReshardPlan &plan);
+// state 'waiting' (to copy) or 'skipped' (streamed only, never copied: no watermark).
+void table_copies_insert(int64_t task, const ReshardPlan &plan, const std::string &state = "waiting");
+bool table_copies_planned(int64_t task);  // whether the task's plan is stored (any row, whatever its state)
 // Claims the next table none of whose copies started; returns its ordinal.
 std::optional<int> table_copy_claim(int64_t task, int pid);
 // The table's plan as pre-flight made it (the rule itself is re-derived by the caller).

@@ -1,6 +1,7 @@
-// A task worker: runs one task's phases in order (schema pre, slots, copies, schema post, then
-// replicating), recording each step in the catalog. Every phase is idempotent, so a task restarted
-// after a crash or a server restart runs them again and skips what is done.
+// A task worker: runs one task's phases in order (copy_data: schema pre, slots, copies, schema post,
+// then replicating; replicate: plan, slots, then replicating), recording each step in the catalog.
+// Every phase is idempotent, so a task restarted after a crash or a server restart runs them again
+// and skips what is done.
 #include <mutex>
 #include <vector>
 
@@ -178,6 +179,19 @@ void copy_tables(const TaskRun &run, BackendTaskContext &ctx) {
   }
 }
 
+// replicate: the plan stored with every table 'skipped' (no copy, no watermark: the stream applies
+// every change from the slot's position). Pre-flight runs before the slots are made, so that the
+// task's own slots do not count against the free ones it checks; a resumed task has its plan.
+void replicate_without_copy(const TaskRun &run, BackendTaskContext &ctx) {
+  std::optional<ReshardPlan> plan;
+  if (!in_transaction([&] { return table_copies_planned(run.task.id); })) {
+    set_phase(run, "running", "plan");
+    plan = preflight(run.config, run.task.request(guc_parallel_copies), ctx);
+  }
+  create_slots(run, ctx);
+  if (plan) in_transaction([&] { table_copies_insert(run.task.id, *plan, "skipped"); });
+}
+
 // One stream worker per source shard, restarted (with a growing pause) whenever one exits: it
 // resumes from its last confirmed position, and the apply is idempotent, so a restart loses nothing.
 void stream_until_stopped(const TaskRun &run, BackendTaskContext &ctx) {
@@ -246,6 +260,10 @@ void run_phases(const TaskRun &run) {
     create_slots(run, ctx);
     copy_tables(run, ctx);
     schema_phase(run, SchemaPhase::Post);
+    stream_until_stopped(run, ctx);
+  }
+  if (command == "replicate") {
+    replicate_without_copy(run, ctx);
     stream_until_stopped(run, ctx);
   }
   throw Error(sqlstate::kFeatureNotSupported, "task command \"" + command + "\" is not supported by this version");

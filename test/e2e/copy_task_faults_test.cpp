@@ -144,6 +144,8 @@ class CopyTaskFaults : public ::testing::Test {
     for (int i = 0; i < 2; i++) {
       InstanceOptions o;
       o.name = "dst" + std::to_string(i);
+      // Destinations keep the harness's synchronous_commit = off: a destination restarted
+      // "immediate" must still keep every copy it committed, because the copy forces it on.
       destinations_.push_back(std::make_unique<PgInstance>(o));
     }
     control_->exec("SELECT reshard_load_config($t$" + config_toml(*source_, destinations_) + "$t$, $u$" + kUsers +

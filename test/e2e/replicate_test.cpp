@@ -1,0 +1,248 @@
+// reshard_replicate end to end: a control node, one source shard, two destination shards. The task
+// streams without copying: rows the source held before its slot are not on the destinations, every
+// change made after it is, on the shard satisfies_hash_partition names; pre-flight wants the
+// destination tables to exist; a slot named by the caller is reused from where it stands.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+namespace pgdog_reshard::test {
+namespace {
+
+const char *kSchema = R"sql(
+CREATE TABLE users (id bigint PRIMARY KEY, name text);
+CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL, status text);
+CREATE TABLE accounts (code varchar(32) PRIMARY KEY, amount bigint);
+CREATE TABLE settings (key text PRIMARY KEY, value text);
+INSERT INTO users SELECT g, 'old ' || g FROM generate_series(1, 1000) g;
+INSERT INTO orders SELECT g, 1 + g % 1000, 'old' FROM generate_series(1, 2000) g;
+INSERT INTO accounts SELECT 'old-' || g, g FROM generate_series(1, 500) g;
+INSERT INTO settings VALUES ('mode', 'a'), ('level', '1');
+CREATE PUBLICATION pgdog FOR ALL TABLES;
+)sql";
+
+// Writes made while the task streams: inserts, updates (a sharding-key move among them) and deletes
+// of rows with id > base (accounts: 'new-<base>-n'), and one settings row.
+std::string changes(long base) {
+  std::string b = std::to_string(base);
+  return "INSERT INTO users SELECT " + b + " + g, 'new ' || g FROM generate_series(1, 200) g;"
+         "INSERT INTO orders SELECT " + b + " + g, " + b + " + 1 + g % 200, 'new' FROM generate_series(1, 300) g;"
+         "INSERT INTO accounts SELECT 'new-" + b + "-' || g, g FROM generate_series(1, 100) g;"
+         "UPDATE users SET name = 'updated' WHERE id BETWEEN " + b + " + 1 AND " + b + " + 50;"
+         "UPDATE orders SET user_id = user_id + 1, status = 'moved' WHERE id BETWEEN " + b + " + 1 AND " + b + " + 40;"
+         "UPDATE accounts SET amount = amount * 10 WHERE code LIKE 'new-" + b + "-1%';"
+         "DELETE FROM users WHERE id > " + b + " + 180;"
+         "DELETE FROM orders WHERE id BETWEEN " + b + " + 100 AND " + b + " + 120;"
+         "DELETE FROM accounts WHERE code LIKE 'new-" + b + "-9%';";
+}
+
+struct Checked {
+  const char *table;
+  const char *key;       // "" = omnisharded
+  const char *key_type;  // for the hash oracle
+};
+const Checked kTables[] = {{"users", "id", "bigint"},
+                           {"orders", "user_id", "bigint"},
+                           {"accounts", "code", "varchar"},
+                           {"settings", "", ""}};
+
+std::string config(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst) {
+  std::string toml = "[[databases]]\nname = \"prod\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(src.port()) +
+                     "\ndatabase_name = \"postgres\"\n\n";
+  for (size_t i = 0; i < dst.size(); i++) {
+    toml += "[[databases]]\nname = \"prod_new\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(dst[i]->port()) +
+            "\ndatabase_name = \"postgres\"\nshard = " + std::to_string(i) + "\n\n";
+  }
+  toml += "[[sharded_tables]]\ndatabase = \"prod_new\"\ncolumn = \"user_id\"\ndata_type = \"bigint\"\n\n"
+          "[[sharded_tables]]\ndatabase = \"prod_new\"\nname = \"users\"\ncolumn = \"id\"\ndata_type = \"bigint\"\n\n"
+          "[[sharded_tables]]\ndatabase = \"prod_new\"\nname = \"accounts\"\ncolumn = \"code\"\ndata_type = \"varchar\"\n";
+  return toml;
+}
+
+const char *kUsers = "[[users]]\nname = \"postgres\"\ndatabase = \"prod\"\n[[users]]\nname = \"postgres\"\ndatabase = \"prod_new\"\n";
+
+class Replicate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InstanceOptions c;
+    c.name = "control";
+    c.preload_extension = true;
+    control_ = std::make_unique<PgInstance>(c);
+    InstanceOptions s;
+    s.name = "source";
+    source_ = std::make_unique<PgInstance>(s);
+    for (int i = 0; i < 2; i++) {
+      InstanceOptions d;
+      d.name = "dst" + std::to_string(i);
+      dests_.push_back(std::make_unique<PgInstance>(d));
+    }
+    source_->exec(kSchema);
+    control_->exec("CREATE EXTENSION pgdog_reshard");
+    control_->exec("SELECT reshard_load_config($t$" + config(*source_, dests_) + "$t$, $u$" + kUsers + "$u$)");
+  }
+
+  std::string state(const std::string &task) const {
+    return control_->value("SELECT state || ' ' || coalesce(phase, '') || ' ' || coalesce(error, '') FROM reshard_status WHERE id = " + task);
+  }
+
+  bool wait_state(const std::string &task, const std::string &want, int ms = 120000) const {
+    wait_until([&] {
+      std::string s = state(task);
+      return s.rfind(want, 0) == 0 || s.rfind("failed", 0) == 0 || s.rfind("cancelled", 0) == 0;
+    }, ms);
+    return state(task).rfind(want, 0) == 0;
+  }
+
+  void schema_pre() const {
+    std::string pre = control_->value("SELECT reshard_schema_sync('prod', 'prod_new', 'pgdog', 'pre')");
+    ASSERT_TRUE(wait_state(pre, "done")) << state(pre) << control_->log();
+  }
+
+  // Until the stream confirmed the source's current position: nothing written before is missing.
+  bool wait_caught_up(const std::string &task) const {
+    std::string target = source_->value("SELECT pg_current_wal_lsn()");
+    return wait_until([&] {
+      return control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task +
+                             " AND dropped_at IS NULL AND coalesce(confirmed_lsn, lsn) < '" + target + "'::pg_lsn") == "0";
+    }, 60000);
+  }
+
+  std::vector<std::string> hashes(const PgInstance &pg, const std::string &table, const std::string &where = "true") const {
+    std::vector<std::string> out;
+    for (const Row &r : pg.query("SELECT md5(x::text) FROM " + table + " x WHERE " + where)) out.push_back(*r[0]);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  // The destinations hold exactly the source rows `new_rows` selects (what was written while the task
+  // streamed): sharded tables split across the shards as satisfies_hash_partition says, omnisharded
+  // ones whole on every shard.
+  void expect_streamed(const Checked &t, const std::string &new_rows) const {
+    SCOPED_TRACE(t.table);
+    std::vector<std::string> expected = hashes(*source_, t.table, new_rows);
+    EXPECT_FALSE(expected.empty());
+    if (t.key[0] == '\0') {
+      for (auto &d : dests_) EXPECT_TRUE(hashes(*d, t.table) == expected) << "omnisharded table differs on a shard";
+      return;
+    }
+    std::vector<std::string> actual;
+    for (size_t i = 0; i < dests_.size(); i++) {
+      auto h = hashes(*dests_[i], t.table);
+      EXPECT_FALSE(h.empty()) << "shard " << i;
+      actual.insert(actual.end(), h.begin(), h.end());
+      dests_[i]->exec(std::string("CREATE TABLE IF NOT EXISTS oracle_") + t.key_type + " (k " + t.key_type + ") PARTITION BY HASH (k)");
+      EXPECT_EQ(dests_[i]->value(std::string("SELECT count(*) FROM ") + t.table + " WHERE NOT satisfies_hash_partition('oracle_" +
+                                 t.key_type + "'::regclass, 2, " + std::to_string(i) + ", " + t.key + ")"),
+                "0")
+          << "misplaced rows on shard " << i;
+    }
+    std::sort(actual.begin(), actual.end());
+    EXPECT_EQ(actual.size(), expected.size());
+    EXPECT_TRUE(actual == expected) << "the destinations differ from the source's new rows";
+  }
+
+  void stop(const std::string &task) const {
+    EXPECT_EQ(control_->value("SELECT reshard_stop(" + task + ")"), "t");
+    EXPECT_TRUE(wait_state(task, "cancelled", 30000)) << state(task) << control_->log();
+    EXPECT_EQ(source_->value("SELECT count(*) FROM pg_replication_slots"), "0");
+    EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task +
+                              " AND dropped_at IS NULL"),
+              "0");
+  }
+
+  std::unique_ptr<PgInstance> control_, source_;
+  std::vector<std::unique_ptr<PgInstance>> dests_;
+};
+
+TEST_F(Replicate, StreamsChangesWithoutCopying) {
+  schema_pre();
+  std::string task = control_->value("SELECT reshard_replicate('prod', 'prod_new', 'pgdog')");
+  ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
+  EXPECT_EQ(control_->value("SELECT command FROM reshard_status WHERE id = " + task), "replicate");
+
+  source_->exec(changes(100000));
+  source_->exec("INSERT INTO settings VALUES ('fresh', 'x'); UPDATE settings SET value = 'y' WHERE key = 'fresh'");
+  ASSERT_TRUE(wait_caught_up(task)) << state(task) << control_->log();
+
+  expect_streamed(kTables[0], "id > 100000");
+  expect_streamed(kTables[1], "id > 100000");
+  expect_streamed(kTables[2], "code LIKE 'new-%'");
+  expect_streamed(kTables[3], "key = 'fresh'");  // 'mode' and 'level' predate the task: not copied
+
+  // One 'skipped' row per table, no watermark; the status claims no copy.
+  EXPECT_EQ(control_->value("SELECT string_agg(\"table\" || ':' || state || ':' || coalesce(watermark::text, '-'), ','"
+                            " ORDER BY \"table\") FROM reshard_table_copies WHERE task_id = " + task),
+            "accounts:skipped:-,orders:skipped:-,settings:skipped:-,users:skipped:-");
+  Row status = control_->query("SELECT progress, tables_copied, rows_copied, state FROM reshard_status WHERE id = " + task).at(0);
+  EXPECT_FALSE(status[0].has_value()) << "progress " << *status[0];
+  EXPECT_EQ(*status[1], "0");
+  EXPECT_EQ(*status[2], "0");
+  EXPECT_EQ(*status[3], "replicating");
+  // No table was ever claimed by a copy; the only slot on the source is the task's permanent one.
+  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_table_copies WHERE task_id = " + task +
+                            " AND (attempts > 0 OR started_at IS NOT NULL)"),
+            "0");
+  EXPECT_EQ(source_->value("SELECT string_agg(slot_name || ':' || temporary, ',') FROM pg_replication_slots"),
+            "pgdog_reshard_" + task + "_0:false");
+
+  stop(task);
+}
+
+TEST_F(Replicate, MissingDestinationTablesAreRefusedInTheCaller) {
+  ServerError e = control_->error_of("SELECT reshard_replicate('prod', 'prod_new', 'pgdog')");
+  EXPECT_EQ(e.sqlstate, "42P01") << e.message;
+  EXPECT_NE(e.message.find("accounts"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("shard 0 of destination cluster"), std::string::npos) << e.message;
+  EXPECT_NE(e.hint.find("reshard_schema_sync('prod', 'prod_new', 'pgdog', 'pre')"), std::string::npos) << e.hint;
+
+  // Present on shard 0 only (with rows: a destination's rows may be anything): shard 1 is named.
+  dests_[0]->exec(
+      "CREATE TABLE users (id bigint PRIMARY KEY, name text);"
+      "CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL, status text);"
+      "CREATE TABLE accounts (code varchar(32) PRIMARY KEY, amount bigint);"
+      "CREATE TABLE settings (key text PRIMARY KEY, value text);"
+      "INSERT INTO settings VALUES ('mode', 'a')");
+  e = control_->error_of("SELECT reshard_replicate('prod', 'prod_new', 'pgdog', 'given_slot')");
+  EXPECT_EQ(e.sqlstate, "42P01") << e.message;
+  EXPECT_NE(e.message.find("shard 1 of destination cluster"), std::string::npos) << e.message;
+
+  // Nothing was created: no task, no slot.
+  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_status"), "0");
+  EXPECT_EQ(source_->value("SELECT count(*) FROM pg_replication_slots"), "0");
+}
+
+TEST_F(Replicate, GivenSlotIsReusedWithTheChangesSinceItWasCreated) {
+  schema_pre();
+  // The destinations already hold some of the data (as after a restore): the stream applies onto it.
+  for (auto &d : dests_) d->exec("INSERT INTO settings VALUES ('mode', 'a')");
+  source_->exec("SELECT pg_create_logical_replication_slot('my_slot', 'pgoutput')");
+  std::string created_at = source_->value("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'my_slot'");
+  // Changes after the slot, before the task: streamed too.
+  source_->exec(changes(200000));
+  source_->exec("UPDATE settings SET value = 'b' WHERE key = 'mode'");
+
+  std::string task = control_->value("SELECT reshard_replicate('prod', 'prod_new', 'pgdog', 'my_slot')");
+  ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
+  Row slot = control_->query("SELECT slot, lsn::text FROM reshard_replication_slots WHERE task_id = " + task).at(0);
+  EXPECT_EQ(*slot[0], "my_slot");
+  EXPECT_EQ(*slot[1], created_at) << "the slot was not taken from where it stood";
+  EXPECT_EQ(source_->value("SELECT string_agg(slot_name, ',') FROM pg_replication_slots"), "my_slot");
+
+  source_->exec(changes(300000));
+  ASSERT_TRUE(wait_caught_up(task)) << state(task) << control_->log();
+  expect_streamed(kTables[0], "id > 200000");
+  expect_streamed(kTables[1], "id > 200000");
+  expect_streamed(kTables[2], "code LIKE 'new-%'");
+  expect_streamed(kTables[3], "key = 'mode'");  // the destinations' own row, updated by the stream
+  EXPECT_EQ(dests_[0]->value("SELECT value FROM settings WHERE key = 'mode'"), "b");
+
+  stop(task);
+}
+
+}  // namespace
+}  // namespace pgdog_reshard::test
