@@ -35,15 +35,32 @@ std::string first_line(const char *text) {
 void Params::clear() {
   bytes_.clear();
   offsets_.clear();
+  lengths_.clear();
+  formats_.clear();
+  any_binary_ = false;
 }
 
-void Params::add_null() { offsets_.push_back(-1); }
+void Params::add_null() {
+  offsets_.push_back(-1);
+  lengths_.push_back(0);
+  formats_.push_back(0);
+}
 
 // Text values never hold a NUL (PostgreSQL's text types cannot), so C strings carry them whole.
 void Params::add_text(std::string_view text) {
   offsets_.push_back(static_cast<long>(bytes_.size()));
+  lengths_.push_back(static_cast<int>(text.size()));
+  formats_.push_back(0);
   bytes_.append(text.data(), text.size());
   bytes_.push_back('\0');
+}
+
+void Params::add_binary(std::string_view bytes) {
+  offsets_.push_back(static_cast<long>(bytes_.size()));
+  lengths_.push_back(static_cast<int>(bytes.size()));
+  formats_.push_back(1);
+  any_binary_ = true;
+  bytes_.append(bytes.data(), bytes.size());
 }
 
 // Pointers are made last: the buffer may have moved while values were added.
@@ -90,8 +107,8 @@ Pipeline::Ticket Pipeline::execute(const std::string &name, Params &params, bool
     throw Error(sqlstate::kInternalError,
                 location() + ": statement \"" + name + "\" was not prepared in this pipeline");
   }
-  // Lengths and formats: none, all text.
-  if (!PQsendQueryPrepared(pg_, name.c_str(), params.count(), params.values(), nullptr, nullptr, 0)) {
+  if (!PQsendQueryPrepared(pg_, name.c_str(), params.count(), params.values(), params.lengths(),
+                           params.formats(), 0)) {
     fail_connection("sending a statement");
   }
   queued(&it->second, keep_result, params.bytes() + message_overhead(name.size(), params.count()));

@@ -27,21 +27,28 @@
 
 namespace pgdog_reshard {
 
-// The text parameters of one execution, built in place and reused: values live in one buffer, so
-// a steady stream of executions allocates nothing once the buffer has grown.
+// The parameters of one execution, text or binary, built in place and reused: values live in one
+// buffer, so a steady stream of executions allocates nothing once the buffers have grown.
 class Params {
  public:
   void clear();
   void add_null();
-  void add_text(std::string_view text);  // NUL-terminated in the buffer, as libpq wants text
+  void add_text(std::string_view text);    // NUL-terminated in the buffer, as libpq wants text
+  void add_binary(std::string_view bytes);  // the type's send format, with its length
 
   int count() const { return static_cast<int>(offsets_.size()); }
   size_t bytes() const { return bytes_.size(); }
-  const char *const *values();  // libpq's array; valid until the next add or clear
+  // libpq's arrays; valid until the next add or clear. formats() is nullptr when all are text.
+  const char *const *values();
+  const int *lengths() const { return lengths_.data(); }
+  const int *formats() const { return any_binary_ ? formats_.data() : nullptr; }
 
  private:
   std::string bytes_;
   std::vector<long> offsets_;  // into bytes_, -1 for NULL
+  std::vector<int> lengths_;   // read by libpq for binary values only
+  std::vector<int> formats_;   // 0 text, 1 binary
+  bool any_binary_ = false;
   std::vector<const char *> values_;
 };
 

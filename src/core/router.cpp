@@ -171,7 +171,16 @@ void RowRouter::validate(const RouteSpec &spec) const {
 
 int RowRouter::route(const TupleView &tuple) {
   if (omnisharded_) return kAllShards;
-  CopyField key = key_field(tuple);
+  return route_key(key_field(tuple));
+}
+
+int RowRouter::route_key(const CopyField &key) {
+  if (omnisharded_) return kAllShards;
+  if (key.is_null()) {
+    throw Error(sqlstate::kNullValueNotAllowed, "sharding key " + describe_column() + " is NULL",
+                "A row without a sharding key belongs to no shard.",
+                "Give every row a key and make the column NOT NULL, then start again.");
+  }
   if (hash_) return shard_of_hash(key_hash(key), shards_);
   return mapped(key);
 }
@@ -183,13 +192,7 @@ CopyField RowRouter::key_field(const TupleView &tuple) const {
                     " fields, too few for its sharding key " + quote_ident(column_) +
                     " (field " + std::to_string(key_index_ + 1) + ")");
   }
-  CopyField key = tuple.field(key_index_);
-  if (key.is_null()) {
-    throw Error(sqlstate::kNullValueNotAllowed, "sharding key " + describe_column() + " is NULL",
-                "A row without a sharding key belongs to no shard.",
-                "Give every row a key and make the column NOT NULL, then start again.");
-  }
-  return key;
+  return tuple.field(key_index_);
 }
 
 uint64_t RowRouter::key_hash(const CopyField &key) const {
@@ -248,7 +251,7 @@ std::string RowRouter::describe_column() const {
 void RowRouter::wrong_size(const CopyField &key, int expected) const {
   throw Error(sqlstate::kBadCopyFileFormat,
               "sharding key " + describe_column() + " has " + std::to_string(key.length) +
-                  " bytes in binary COPY, expected " + std::to_string(expected) + " for type " +
+                  " bytes in binary format, expected " + std::to_string(expected) + " for type " +
                   key_type_name(key_type_),
               "The column's type on the source is not the type the copy was planned with.");
 }

@@ -67,6 +67,9 @@ class RowRouter {
   // Throws Error: 22004 for a NULL key, 23514 for a value no list/range rule (nor a default)
   // maps, 22P04 when the key field is not the size its type has. Each names table and column.
   int route(const TupleView &tuple);
+  // The same for a key given alone in its binary send format (a pgoutput binary value): the copy
+  // and the stream route the same bytes the same way. Throws like route().
+  int route_key(const CopyField &key);
 
   bool omnisharded() const { return omnisharded_; }
   int shards() const { return shards_; }

@@ -7,10 +7,13 @@
 // per shard, so a steady stream parses nothing. A destination transaction opens lazily on each
 // shard a batch touches and stays open across source transactions until flush().
 //
-// Values travel as text parameters of unspecified type: the destination casts each to its column's
-// type, which is right for every type, including user-defined ones whose OIDs differ between
-// servers. The destination sessions parse dates in ISO style, as pgoutput sends them when the
-// replication session runs with DateStyle = ISO (what native logical replication sets up).
+// Values travel as parameters of unspecified type, in the format pgoutput sent them: the
+// destination gives each its column's type. Binary values (the stream asks for them only when every
+// published column has a built-in type, whose send format carries no server-specific OID) are read
+// by the type's receive function; text ones are parsed, which is right for every type, including
+// user-defined ones whose OIDs differ between servers. The destination sessions parse dates in ISO
+// style, as pgoutput prints them when the replication session runs with DateStyle = ISO (what
+// native logical replication sets up).
 //
 // Decisions worth knowing:
 // - REPLICA IDENTITY FULL tables have no key to conflict on, and may hold identical rows: their
@@ -62,21 +65,29 @@ constexpr uint64_t kCheckInterruptsEvery = 4096;
 
 // Types without a btree equality operator (or whose "=" is not identity, like box's area
 // equality) compare by text form when a REPLICA IDENTITY FULL row is looked up: json, xml and the
-// geometric types, and their arrays.
-bool compares_as_text(uint32_t type_oid) {
+// geometric types, and their arrays. Returns the type's name, for the cast that gives the value's
+// parameter its type (a binary value is read by that type's receive function), or nullptr.
+const char *text_compared_type(uint32_t type_oid) {
   switch (type_oid) {
-    case 114: case 199:  // json
-    case 142: case 143:  // xml
-    case 600: case 1017:  // point
-    case 601: case 1018:  // lseg
-    case 602: case 1019:  // path
-    case 603: case 1020:  // box
-    case 604: case 1027:  // polygon
-    case 628: case 629:   // line
-    case 718: case 719:   // circle
-      return true;
-    default:
-      return false;
+    case 114: return "pg_catalog.json";
+    case 199: return "pg_catalog.json[]";
+    case 142: return "pg_catalog.xml";
+    case 143: return "pg_catalog.xml[]";
+    case 600: return "pg_catalog.point";
+    case 1017: return "pg_catalog.point[]";
+    case 601: return "pg_catalog.lseg";
+    case 1018: return "pg_catalog.lseg[]";
+    case 602: return "pg_catalog.path";
+    case 1019: return "pg_catalog.path[]";
+    case 603: return "pg_catalog.box";
+    case 1020: return "pg_catalog.box[]";
+    case 604: return "pg_catalog.polygon";
+    case 1027: return "pg_catalog.polygon[]";
+    case 628: return "pg_catalog.line";
+    case 629: return "pg_catalog.line[]";
+    case 718: return "pg_catalog.circle";
+    case 719: return "pg_catalog.circle[]";
+    default: return nullptr;
   }
 }
 
@@ -84,7 +95,8 @@ bool compares_as_text(uint32_t type_oid) {
 struct Field {
   enum class State : char { Absent, Null, Unchanged, Value };  // Absent: not sent, or not known
   State state = State::Absent;
-  std::string_view text;
+  std::string_view text;  // the value: text, or the type's binary send format when `binary`
+  bool binary = false;
 
   bool sent() const { return state == State::Null || state == State::Value; }
 };
@@ -129,6 +141,7 @@ struct TableState {
   std::string qualified;          // "schema"."name"
   std::vector<char> identity;     // per plan column: part of the replica identity
   std::vector<uint32_t> types;    // per plan column: source type OID (from the Relation message)
+  mutable std::optional<RowRouter> router;  // routes binary keys (the copy's router, scratch inside)
   int key = -1;                   // plan column of the sharding key; -1: omnisharded
   bool full = false;              // REPLICA IDENTITY FULL
   bool key_in_identity = false;   // an old tuple, when sent, carries the key
@@ -280,8 +293,8 @@ ChangeApplier::Impl::Impl(std::vector<ApplyTable> tables,
 
 void ChangeApplier::Impl::add_table(ApplyTable table, int shards) {
   const TablePlan &plan = table.plan;
-  RowRouter check(route_spec(plan, shards));  // the copy's checks of the rule: throws on a bad one
   TableState t;
+  t.router.emplace(route_spec(plan, shards));  // the copy's checks of the rule: throws on a bad one
   t.qualified = plan.qualified();
   t.full = plan.replica_identity_full;
   t.identity.assign(plan.columns.size(), t.full);
@@ -438,14 +451,11 @@ void ChangeApplier::Impl::to_row(const RelationState &rel, const Tuple &tuple, R
       case ColumnValue::Kind::Null: field.state = Field::State::Null; break;
       case ColumnValue::Kind::Unchanged: field.state = Field::State::Unchanged; break;
       case ColumnValue::Kind::Text:
+      case ColumnValue::Kind::Binary:
         field.state = Field::State::Value;
         field.text = tuple[i].data;
+        field.binary = tuple[i].kind == ColumnValue::Kind::Binary;
         break;
-      case ColumnValue::Kind::Binary:
-        throw Error(sqlstate::kFeatureNotSupported,
-                    "pgoutput sent a binary value for table " + quote_qualified(rel.schema, rel.name),
-                    "Values are applied in text format.",
-                    "Start replication without the binary option.");
     }
   }
 }
@@ -550,6 +560,7 @@ int ChangeApplier::Impl::shard_of(const TableState &t, const Row &row) const {
     throw Error(sqlstate::kProtocolViolation, "pgoutput sent no value for sharding key " +
                                                   quote_ident(column) + " of table " + t.qualified);
   }
+  if (key.binary) return t.router->route_key(CopyField{key.text.data(), static_cast<int32_t>(key.text.size())});
   return route_text_key(*t.def.plan.key->rule, key.text, static_cast<int>(shards_.size()),
                         t.qualified);
 }
@@ -562,7 +573,7 @@ bool ChangeApplier::Impl::identity_differs(const TableState &t) const {
   for (size_t c = 0; c < new_row_.size(); c++) {
     if (!t.identity[c]) continue;
     const Field &before = old_row_[c], &after = new_row_[c];
-    if (before.state != after.state || before.text != after.text) return true;
+    if (before.state != after.state || before.binary != after.binary || before.text != after.text) return true;
   }
   return false;
 }
@@ -633,6 +644,7 @@ bool ChangeApplier::Impl::fetch_old_values(const TableState &t, const Row &key_r
       Field &field = new_row_[returning[i]];
       field.state = res.is_null(0, static_cast<int>(i)) ? Field::State::Null : Field::State::Value;
       field.text = res.value(0, static_cast<int>(i));
+      field.binary = false;  // results come as text
     }
     fetched_.push_back(std::move(res));  // new_row_ points into it until the upsert is sent
     found = true;
@@ -798,9 +810,10 @@ std::string ChangeApplier::Impl::where_sql(const TableState &t, const Shape &sha
   for (int c : shape.where) {
     std::string column = quote_ident(columns[c]);
     std::string value = placeholder(params, true, c);
-    if (t.full && compares_as_text(t.types[c])) {
+    const char *type = t.full ? text_compared_type(t.types[c]) : nullptr;
+    if (type) {
       column += "::text";
-      value += "::text";
+      value += "::" + std::string(type) + "::text";
     }
     cond += (cond.empty() ? "" : " AND ") + column + " = " + value;
   }
@@ -826,7 +839,11 @@ Pipeline::Ticket ChangeApplier::Impl::send(int shard_index, int id, const Row &r
   for (const Param &p : st.params) {
     const Field &field = (p.from_key_row ? key_row : row)[p.column];
     if (field.state == Field::State::Value) {
-      params_.add_text(field.text);
+      if (field.binary) {
+        params_.add_binary(field.text);
+      } else {
+        params_.add_text(field.text);
+      }
     } else {
       params_.add_null();
     }

@@ -10,12 +10,32 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string start_command(const StreamRequest &r) {
-  // proto_version 1 is what PostgreSQL 15 offers without streaming of in-progress transactions;
-  // values come as text, which every destination type accepts.
+// proto_version 1 is what PostgreSQL 15 offers without streaming of in-progress transactions.
+std::string start_command(const StreamRequest &r, bool binary) {
   return "START_REPLICATION SLOT " + quote_ident(r.slot) + " LOGICAL " + r.start.to_string() +
-         " (proto_version '1', publication_names " + quote_literal(quote_ident(r.publication)) + ")";
+         " (proto_version '1', publication_names " + quote_literal(quote_ident(r.publication)) +
+         (binary ? ", binary 'true'" : "") + ")";
 }
+
+// Published columns whose values cannot travel in binary: pgoutput sends every column of every
+// published table in one format, so one such column anywhere makes the whole stream text.
+// Binary needs a send function on the source and a receive function on the destination, and a
+// format the destination reads the same way: built-in types (OIDs below FirstNormalObjectId, the
+// same on every server) qualify; user-defined ones may not (an array or composite of them carries
+// its element type's OID, which differs between servers; an extension's type may be missing).
+constexpr const char *kTextOnlyColumnsSql = R"SQL(
+SELECT count(*)
+FROM pg_catalog.pg_publication_tables pt
+JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+JOIN pg_catalog.pg_attribute a
+  ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+WHERE pt.pubname = $1
+  AND (t.oid >= 16384 OR t.typsend = 0 OR t.typreceive = 0
+       OR e.oid >= 16384 OR e.typsend = 0 OR e.typreceive = 0)
+)SQL";
 
 // Remembers the commit time of the last transaction, for the observer's last-commit column.
 class CommitClock : public PgOutputHandler {
@@ -47,11 +67,22 @@ void set_option(ConnParams &params, const std::string &key, const std::string &v
   params.options.emplace_back(key, value);
 }
 
-// Text values must be the bytes the source stores (the sharding hash is over them, as in the copy),
-// and in formats every destination parses the same way.
-std::string source_encoding(const ConnParams &source, TaskContext &ctx) {
-  Connection conn(source, ctx);
-  return std::string(conn.exec("SHOW server_encoding").value(0, 0));
+struct SourceFacts {
+  // Text values must be the bytes the source stores (the sharding hash is over them, as in the
+  // copy), and in formats every destination parses the same way.
+  std::string encoding;
+  bool binary = false;  // every published column's values can travel in binary
+};
+
+SourceFacts source_facts(const StreamRequest &request, TaskContext &ctx) {
+  Connection conn(request.source, ctx);
+  SourceFacts facts;
+  facts.encoding = conn.exec("SHOW server_encoding").value(0, 0);
+  if (request.binary) {
+    Result text_only = conn.exec_params(kTextOnlyColumnsSql, {request.publication});
+    facts.binary = text_only.value(0, 0) == "0";
+  }
+  return facts;
 }
 
 std::vector<ConnParams> in_encoding(std::vector<ConnParams> destinations, const std::string &encoding) {
@@ -74,15 +105,17 @@ class Stream {
       : request_(request),
         observer_(observer),
         ctx_(ctx),
-        encoding_(source_encoding(request.source, ctx)),
-        applier_(request.tables, in_encoding(request.destinations, encoding_), ctx, request.apply),
+        source_(source_facts(request, ctx)),
+        applier_(request.tables, in_encoding(request.destinations, source_.encoding), ctx, request.apply),
         clock_(applier_) {
     applier_.set_start(request.start);
-    conn_ = std::make_unique<Connection>(replication_params(request.source, encoding_), ctx);
+    conn_ = std::make_unique<Connection>(replication_params(request.source, source_.encoding), ctx);
   }
 
   void run() {
-    conn_->start_replication(start_command(request_));
+    ctx_.log(LogLevel::Info, "streaming slot " + quote_ident(request_.slot) + " from " + request_.start.to_string() +
+                                 (source_.binary ? ", values in binary" : ", values in text"));
+    conn_->start_replication(start_command(request_, source_.binary));
     last_status_ = Clock::now();
     for (;;) {
       ctx_.check_interrupts();
@@ -131,7 +164,7 @@ class Stream {
   const StreamRequest &request_;
   StreamObserver &observer_;
   TaskContext &ctx_;
-  std::string encoding_;
+  SourceFacts source_;
   ChangeApplier applier_;
   CommitClock clock_;
   PgOutputDecoder decoder_;

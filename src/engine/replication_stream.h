@@ -32,6 +32,7 @@ struct StreamRequest {
   std::vector<ConnParams> destinations;
   ApplyOptions apply;
   int status_interval_ms = 1000;  // standby status updates at least this often
+  bool binary = true;  // binary values when every published column's type allows (else text)
 };
 
 // Runs until ctx stops it (its Error propagates) or a connection fails (Error; the caller restarts

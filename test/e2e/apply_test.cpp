@@ -52,6 +52,18 @@ struct V {
 };
 V val(std::string text) { return V{ColumnValue::Kind::Text, std::move(text)}; }
 V val(int64_t n) { return val(std::to_string(n)); }
+V bin(std::string bytes) { return V{ColumnValue::Kind::Binary, std::move(bytes)}; }
+// Big-endian bytes of an integer, as int8send/int4send make them.
+V bin_int(int64_t n, int size = 8) {
+  std::string out;
+  for (int i = size - 1; i >= 0; i--) out += static_cast<char>((static_cast<uint64_t>(n) >> (8 * i)) & 0xff);
+  return bin(out);
+}
+std::string from_hex(const std::string &hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
 const V kNull{ColumnValue::Kind::Null, {}};
 const V kUnchanged{ColumnValue::Kind::Unchanged, {}};
 
@@ -324,6 +336,128 @@ TEST_F(Apply, InsertsRoutedByHashForBigintIntegerVarcharAndUuidKeys) {
   EXPECT_EQ(a->stats().applied, 1200u);
   EXPECT_EQ(a->stats().transactions, 1u);
   EXPECT_EQ(a->stats().batches, 1u);
+}
+
+// Binary values (what pgoutput sends with binary 'true'): keys of every type are routed from their
+// send format exactly as their text would be, and values of other types are stored as the server
+// that made them has them. The binary forms come from PostgreSQL's own send functions.
+TEST_F(Apply, BinaryValuesAreRoutedAndStoredExactly) {
+  everywhere(
+      "CREATE TABLE bb (id bigint PRIMARY KEY, v text);"
+      "CREATE TABLE bi (id integer PRIMARY KEY, v text);"
+      "CREATE TABLE bv (k varchar(40) PRIMARY KEY, n int);"
+      "CREATE TABLE bu (k uuid PRIMARY KEY, n int);"
+      "CREATE TABLE bt (id bigint PRIMARY KEY, ts timestamptz, arr int[], amount numeric, p point, "
+      "                 j jsonb)");
+  ShardedTable rb = rule_for("bb", "id", DataType::Bigint), ri = rule_for("bi", "id", DataType::Bigint),
+               rv = rule_for("bv", "k", DataType::Varchar), ru = rule_for("bu", "k", DataType::Uuid),
+               rt = rule_for("bt", "id", DataType::Bigint);
+  auto a = applier({table_for("bb", {"id", "v"}, {"id"}, &rb),
+                    table_for("bi", {"id", "v"}, {"id"}, &ri, KeyType::Int4),
+                    table_for("bv", {"k", "n"}, {"k"}, &rv, KeyType::Text),
+                    table_for("bu", {"k", "n"}, {"k"}, &ru, KeyType::Uuid),
+                    table_for("bt", {"id", "ts", "arr", "amount", "p", "j"}, {"id"}, &rt)});
+  Feed feed(*a);
+  feed.relation(1, "bb", {{"id", kInt8, true}, {"v", kText}});
+  feed.relation(2, "bi", {{"id", kInt4, true}, {"v", kText}});
+  feed.relation(3, "bv", {{"k", kVarchar, true}, {"n", kInt4}});
+  feed.relation(4, "bu", {{"k", kUuid, true}, {"n", kInt4}});
+  feed.relation(5, "bt", {{"id", kInt8, true}, {"ts", 1184}, {"arr", 1007}, {"amount", 1700}, {"p", 600}, {"j", 3802}});
+  // Per row i: the send formats of a uuid, a timestamptz, an int[], a numeric, a point and a
+  // jsonb, and the text the destination must show for that row of bt.
+  constexpr const char *kSendSql = R"SQL(
+    SELECT encode(uuid_send(u), 'hex'), encode(timestamptz_send(ts), 'hex'), encode(array_send(arr), 'hex'),
+           encode(numeric_send(amount), 'hex'), encode(point_send(p), 'hex'), encode(jsonb_send(j), 'hex'),
+           u::text, row(i, ts, arr, amount, p, j)::text
+    FROM (SELECT i, md5(i::text)::uuid AS u, timestamptz '2024-02-29 12:34:56.789+00' + i * interval '1 day' AS ts,
+                 ARRAY[i, -i, NULL] AS arr, (i * 1.25 - 7)::numeric AS amount, point(i, -i / 3.0) AS p,
+                 jsonb_build_object('i', i, 'ü', 'x') AS j
+          FROM generate_series(0, 299) i) v ORDER BY i)SQL";
+  std::vector<std::vector<std::string>> sent;
+  {
+    Connection conn(destinations()[0], ctx_);
+    Result r = conn.exec(kSendSql);
+    for (int i = 0; i < r.rows(); i++) {
+      std::vector<std::string> row;
+      for (int c = 0; c < 8; c++) row.emplace_back(r.value(i, c));
+      sent.push_back(std::move(row));
+    }
+  }
+  ASSERT_EQ(sent.size(), 300u);
+  std::string expected_bt;
+  feed.txn(0x1000, [&] {
+    for (int i = 0; i < 300; i++) {
+      int64_t n = i * 7919 - 1000000;
+      const std::vector<std::string> &s = sent[i];
+      feed.insert(1, {bin_int(n), bin("v" + std::to_string(i))});
+      feed.insert(2, {bin_int(n / 3, 4), bin("w")});
+      feed.insert(3, {bin("key-" + std::to_string(i) + "-ü"), bin_int(i, 4)});
+      feed.insert(4, {bin(from_hex(s[0])), bin_int(i, 4)});
+      feed.insert(5, {bin_int(i), bin(from_hex(s[1])), bin(from_hex(s[2])), bin(from_hex(s[3])),
+                      bin(from_hex(s[4])), bin(from_hex(s[5]))});
+    }
+  });
+  a->flush();
+  expect_hash_placement("bb", "id", "oracle_bigint", 300);
+  expect_hash_placement("bi", "id::bigint", "oracle_bigint", 300);
+  expect_hash_placement("bv", "k", "oracle_varchar", 300);
+  expect_hash_placement("bu", "k", "oracle_uuid", 300);
+  expect_hash_placement("bt", "id", "oracle_bigint", 300);
+  EXPECT_EQ(count(0, "bv", "k LIKE 'key-%-ü'") + count(1, "bv", "k LIKE 'key-%-ü'"), 300);
+  // Every value as the sending server printed it, whichever shard the row is on.
+  for (int i : {0, 1, 150, 299}) {
+    std::string where = "id = " + std::to_string(i);
+    std::string on0 = shard(0).value("SELECT coalesce((SELECT b::text FROM bt b WHERE " + where + "), '')");
+    std::string on1 = shard(1).value("SELECT coalesce((SELECT b::text FROM bt b WHERE " + where + "), '')");
+    EXPECT_EQ(on0 + on1, sent[i][7]) << "row " << i;
+    EXPECT_EQ(shard(0).value("SELECT count(*) FROM bu WHERE k = '" + sent[i][6] + "'::uuid") == "1" ||
+                  shard(1).value("SELECT count(*) FROM bu WHERE k = '" + sent[i][6] + "'::uuid") == "1",
+              true);
+  }
+}
+
+// Binary REPLICA IDENTITY FULL rows are matched as a whole, json and point (compared by their text
+// form) included; a key move with an unchanged TOASTed value takes it from the old shard's row (as
+// text) and writes it with the binary rest of the new row.
+TEST_F(Apply, BinaryFullIdentityRowsAndKeyMoves) {
+  everywhere(
+      "CREATE TABLE bfull (k bigint NOT NULL, j json, p point, note text);"
+      "CREATE TABLE bmove (id bigint PRIMARY KEY, v text, doc text)");
+  ShardedTable rf = rule_for("bfull", "k", DataType::Bigint), rm = rule_for("bmove", "id", DataType::Bigint);
+  auto a = applier({table_for("bfull", {"k", "j", "p", "note"}, {}, &rf),
+                    table_for("bmove", {"id", "v", "doc"}, {"id"}, &rm)});
+  Feed feed(*a);
+  feed.relation(1, "bfull", {{"k", kInt8, true}, {"j", kJson, true}, {"p", 600, true}, {"note", kText, true}}, 'f');
+  feed.relation(2, "bmove", {{"id", kInt8, true}, {"v", kText}, {"doc", kText}});
+  std::string point = shard(0).value("SELECT encode(point_send(point(1.5, -2)), 'hex')");
+  int64_t k0 = key_on(0, 10), k1 = key_on(1, 10), from = key_on(0, 5000), to = key_on(1, 6000);
+  std::string doc = big_text(9);
+  std::vector<V> row{bin_int(k0), bin("{\"a\": [1, 2]}"), bin(from_hex(point)), kNull};
+  feed.txn(0x1000, [&] {
+    feed.insert(1, row);
+    feed.insert(1, row);
+    feed.insert(2, {bin_int(from), bin("old"), bin(doc)});
+  });
+  a->flush();
+  EXPECT_EQ(count(0, "bfull", "p ~= point(1.5, -2) AND j::text = '{\"a\": [1, 2]}'"), 2);
+  feed.txn(0x2000, [&] {
+    feed.update(1, {bin_int(k0), row[1], row[2], bin("one")}, 'O', row);
+    feed.update(2, {bin_int(to), bin("new"), kUnchanged}, 'K', {bin_int(from), kNull, kNull});
+  });
+  a->flush();
+  EXPECT_EQ(count(0, "bfull", "note = 'one'"), 1);
+  EXPECT_EQ(count(0, "bfull", "note IS NULL"), 1);
+  EXPECT_EQ(count(0, "bmove"), 0);
+  EXPECT_EQ(shard(1).value("SELECT id || ' ' || v || ' ' || (md5(doc) = md5('" + doc + "')) FROM bmove"),
+            std::to_string(to) + " new true");
+  feed.txn(0x3000, [&] {
+    feed.remove(1, row, 'O');
+    feed.update(1, {bin_int(k1), row[1], row[2], bin("moved")}, 'O', {bin_int(k0), row[1], row[2], bin("one")});
+  });
+  a->flush();
+  EXPECT_EQ(count(0, "bfull"), 0);
+  EXPECT_EQ(shard(1).value("SELECT k || ' ' || note || ' ' || p::text FROM bfull"),
+            std::to_string(k1) + " moved (1.5,-2)");
 }
 
 TEST_F(Apply, ListAndRangeRulesPlaceRowsAndRefuseUnmappedValues) {

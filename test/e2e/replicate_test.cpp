@@ -189,7 +189,31 @@ TEST_F(Replicate, StreamsChangesWithoutCopying) {
             "0");
   EXPECT_EQ(source_->value("SELECT string_agg(slot_name || ':' || temporary, ',') FROM pg_replication_slots"),
             "pgdog_reshard_" + task + "_0:false");
+  // Every published column has a built-in type: values travel in binary.
+  EXPECT_NE(control_->log().find("values in binary"), std::string::npos) << control_->log();
 
+  stop(task);
+}
+
+// A published column of a user-defined type (an enum, and an array of it, whose binary form names
+// the element type's OID, which differs between servers) makes the stream ask for text values;
+// they arrive intact all the same.
+TEST_F(Replicate, UserDefinedTypesStreamAsText) {
+  source_->exec("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');"
+                "CREATE TABLE feelings (id bigint PRIMARY KEY, m mood, history mood[], at timestamptz)");
+  schema_pre();
+  std::string task = control_->value("SELECT reshard_replicate('prod', 'prod_new', 'pgdog')");
+  ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
+  source_->exec(changes(100000));
+  source_->exec("INSERT INTO feelings SELECT g, (ARRAY['sad','ok','happy'])[1 + g % 3]::mood,"
+                " ARRAY['ok', 'happy']::mood[], timestamptz '2024-01-01 00:00+00' + g * interval '1 hour'"
+                " FROM generate_series(1, 50) g;"
+                "UPDATE feelings SET m = 'happy', history = history || 'sad'::mood WHERE id <= 10");
+  ASSERT_TRUE(wait_caught_up(task)) << state(task) << control_->log();
+  expect_streamed(kTables[0], "id > 100000");
+  expect_streamed(kTables[1], "id > 100000");
+  expect_streamed(Checked{"feelings", "", ""}, "true");
+  EXPECT_NE(control_->log().find("values in text"), std::string::npos) << control_->log();
   stop(task);
 }
 

@@ -203,7 +203,7 @@ TEST(Router, KeyOfTheWrongSizeIsAnError) {
   Error e = error_of([&] { route_key(bigint, KeyType::Int8, be(7, 4), 2); });
   EXPECT_EQ(e.sqlstate(), "22P04");
   EXPECT_EQ(std::string(e.what()),
-            "sharding key \"user_id\" of table \"public\".\"orders\" has 4 bytes in binary COPY, "
+            "sharding key \"user_id\" of table \"public\".\"orders\" has 4 bytes in binary format, "
             "expected 8 for type bigint");
   EXPECT_EQ(error_of([&] { route_key(bigint, KeyType::Int2, be(7, 4), 2); }).sqlstate(), "22P04");
   EXPECT_EQ(error_of([&] { route_key(ids, KeyType::Uuid, "short", 2); }).sqlstate(), "22P04");
