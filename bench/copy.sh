@@ -40,108 +40,29 @@ MAX_WAL_SIZE=${MAX_WAL_SIZE:-8GB}
 RESULTS=${RESULTS:-$root/bench/RESULTS.md}
 KEEP=${KEEP:-0}
 
-say() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
-die() { printf '[%s] error: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 
 [[ $ROWS =~ ^[0-9]+$ && $ROWS -ge 2 ]] || die "ROWS must be an integer >= 2 (got '$ROWS')"
 [[ $REPEAT =~ ^[0-9]+$ && $REPEAT -ge 1 ]] || die "REPEAT must be an integer >= 1 (got '$REPEAT')"
 [[ $WARMUP == 0 || $WARMUP == 1 ]] || die "WARMUP must be 0 or 1 (got '$WARMUP')"
 [[ $FSYNC == on || $FSYNC == off ]] || die "FSYNC must be on or off (got '$FSYNC')"
-[ "$(id -u)" = 0 ] || die "run as root: the servers are started as the postgres OS user with runuser"
-id postgres >/dev/null 2>&1 || die "no postgres OS user: install postgresql-15"
-PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
-[ -x "$PGBIN/postgres" ] || die "no PostgreSQL server in $PGBIN (set PGBIN)"
-pkglibdir=$(pg_config --pkglibdir 2>/dev/null || echo "$PGBIN/../lib")
-[ -f "$pkglibdir/pgdog_reshard.so" ] || die "pgdog_reshard is not installed in $pkglibdir: run make install"
+bench_setup copy
 
-base=$(mktemp -d /tmp/pgdog_reshard_bench.XXXXXX)
-chown postgres "$base"
-declare -A port=()
-sampler_pid=""
-
-as_pg() { (cd "$base" && runuser -u postgres -- "$@"); }
-
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  set +e
-  if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null; fi
-  if [ "$status" -ne 0 ]; then
-    for log in "$base"/*.log; do
-      [ -f "$log" ] || continue
-      echo "---- last lines of $(basename "$log")" >&2
-      tail -n 20 "$log" >&2
-    done
-  fi
-  for name in ctl src dst0 dst1; do
-    [ -f "$base/$name/postmaster.pid" ] || continue
-    as_pg "$PGBIN/pg_ctl" -D "$base/$name" -m fast -t 30 -w stop >/dev/null 2>&1 ||
-      as_pg "$PGBIN/pg_ctl" -D "$base/$name" -m immediate -w stop >/dev/null 2>&1
-  done
-  if [ "$KEEP" = 1 ]; then echo "kept $base" >&2; else rm -rf "$base"; fi
-  [ "$status" -eq 0 ] && say "servers stopped" || say "failed (exit $status); servers stopped"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A port nothing listens on, below the kernel's ephemeral range (where a client's own end of a
-# connection could take it between this check and the server's bind).
-free_port() {
-  local p low=32768
-  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
-  ((low > 11000)) || low=32768
-  while :; do
-    p=$((10000 + RANDOM % (low - 10000)))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-
-start_instance() {  # name [preload]
-  local name=$1 dir="$base/$1" p attempt
-  as_pg "$PGBIN/initdb" -D "$dir" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
-  cat >>"$dir/postgresql.conf" <<CONF
-# bench/copy.sh
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$base'
-wal_level = logical
-fsync = $FSYNC
+settings="fsync = $FSYNC
 shared_buffers = $SHARED_BUFFERS
 max_wal_size = $MAX_WAL_SIZE
 min_wal_size = 2GB
 checkpoint_timeout = 30min
-autovacuum = off
-max_worker_processes = 16
-CONF
-  [ "${2:-}" = preload ] && echo "shared_preload_libraries = 'pgdog_reshard'" >>"$dir/postgresql.conf"
-  # Another process (a test suite, say) may take the port first: then try another one.
-  for attempt in 1 2 3 4 5; do
-    p=$(free_port)
-    rm -f "$base/$name.log"
-    if as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$base/$name.log" -o "-p $p" -w start >/dev/null 2>&1; then
-      port[$name]=$p
-      return
-    fi
-    grep -q 'Address already in use' "$base/$name.log" || break
-    say "port $p was taken, trying another one for $name"
-  done
-  die "could not start $name (see $base/$name.log)"
-}
-
-psql_at() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "${port[$1]}" -d postgres "${@:2}"; }
-value() { psql_at "$1" -At -c "$2"; }
-
-now_us() { local t=$EPOCHREALTIME; echo "${t//[!0-9]/}"; }
-seconds() { printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); }
+autovacuum = off"
 
 # --- servers -------------------------------------------------------------------------------------
 
 say "starting a source, two destination shards and a control node in $base (fsync = $FSYNC)"
-start_instance src
-start_instance dst0
-start_instance dst1
-start_instance ctl preload
+start_instance src "$settings"
+start_instance dst0 "$settings"
+start_instance dst1 "$settings"
+start_instance ctl "$settings" preload
 say "source :${port[src]}   prod_2x shard 0 :${port[dst0]}   shard 1 :${port[dst1]}   control :${port[ctl]}"
 
 # --- data set ------------------------------------------------------------------------------------
@@ -185,43 +106,11 @@ as_pg "$PGBIN/pg_dump" -h 127.0.0.1 -p "${port[src]}" -U postgres -d postgres --
 grep -q 'PRIMARY KEY' "$base/orders_schema.sql" || die "pg_dump -t orders has no primary key"
 
 psql_at ctl -c "CREATE EXTENSION pgdog_reshard"
-psql_at ctl >/dev/null <<SQL
-SELECT reshard_load_config(\$toml\$
-[[databases]]
-name = "prod"
-host = "127.0.0.1"
-port = ${port[src]}
-database_name = "postgres"
-
-[[databases]]
-name = "prod_2x"
-host = "127.0.0.1"
-port = ${port[dst0]}
-database_name = "postgres"
-shard = 0
-
-[[databases]]
-name = "prod_2x"
-host = "127.0.0.1"
-port = ${port[dst1]}
-database_name = "postgres"
-shard = 1
-
-[[sharded_tables]]
+load_config '[[sharded_tables]]
 database = "prod_2x"
 name = "orders"
 column = "customer_id"
-data_type = "bigint"
-\$toml\$, \$users\$
-[[users]]
-name = "postgres"
-database = "prod"
-
-[[users]]
-name = "postgres"
-database = "prod_2x"
-\$users\$);
-SQL
+data_type = "bigint"'
 
 # --- one run of each method ----------------------------------------------------------------------
 
@@ -315,7 +204,7 @@ run_pgdog() {  # repetition
   local task state st ph pr rc last_report now counts stop="$base/sampler.stop" out="$base/sampler.out" line
   rm -f "$stop" "$out"
   sample_memory "$stop" "$out" &
-  sampler_pid=$!
+  bg_pids=($!)
   task=$(value ctl "SELECT reshard_copy_data('prod', 'prod_2x', 'pgdog')")
   last_report=$(now_us)
   while :; do
@@ -335,8 +224,8 @@ run_pgdog() {  # repetition
     sleep 0.5  # the times come from the server's clock: polling often would only take CPU
   done
   touch "$stop"
-  wait "$sampler_pid" || true
-  sampler_pid=""
+  wait "${bg_pids[0]}" || true
+  bg_pids=()
   while IFS=$'\t' read -r line; do printf '%s\t%s\n' "$1" "$line" >>"$memory"; done <"$out"
 
   # Times from the control node's own clock: the call (the task's created_at) to the table copy's
@@ -386,9 +275,7 @@ say "measurements done in $(seconds $(($(now_us) - bench_started))) s"
 # --- results -------------------------------------------------------------------------------------
 
 stream_bytes=$(value ctl "SELECT max(bytes) FROM reshard_table_copies")
-pg_version=$(value src "SELECT version()")
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') || cpu=unknown
-mem_kb=$(grep -m1 MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)
+machine=$(machine_lines)
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 summary="$base/summary.md"
@@ -463,8 +350,7 @@ As root on Debian 12 with the extension installed (\`make install\`):
 
 ## Machine
 
-- $(nproc) CPUs ($cpu), $((mem_kb / 1024)) MiB of memory, Linux $(uname -r)
-- $pg_version
+$machine
 - load average (1, 5, 15 min) before the runs: $load_before; after: $load_after
 
 ## Settings

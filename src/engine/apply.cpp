@@ -207,6 +207,7 @@ class ChangeApplier::Impl {
   void on_delete(const Delete &del);
   void on_truncate(const Truncate &truncate);
   bool batch_due() const;
+  bool in_transaction() const { return in_transaction_; }
   Lsn flush();
 
   template <typename Body>
@@ -985,6 +986,7 @@ void ChangeApplier::on_truncate(const Truncate &truncate) {
   impl_->guarded([&] { impl_->on_truncate(truncate); });
 }
 bool ChangeApplier::batch_due() const { return impl_->batch_due(); }
+bool ChangeApplier::between_transactions() const { return !impl_->in_transaction(); }
 Lsn ChangeApplier::flush() {
   return impl_->guarded([&] { return impl_->flush(); });
 }

@@ -122,16 +122,23 @@ class Stream {
       std::optional<std::string_view> message = conn_->read_copy_data(wait_ms());
       if (message) handle(*message);
       // Commit when the batch is due, or when the stream went quiet: nothing is held waiting for
-      // the next change. (A partial source transaction committed this way is replayed, harmlessly,
-      // after a restart: the confirmed position only moves at source commit boundaries.)
+      // the next change. Between source transactions "quiet" means nothing is buffered right now,
+      // so a light load is applied at once, while under a backlog messages keep coming and batches
+      // fill up. Inside one, it means nothing came for a while: the part received is committed
+      // (and replayed, harmlessly, after a restart: the confirmed position only moves at source
+      // commit boundaries).
       if (applier_.batch_due() || (!message && pending_)) commit_batch();
+      report_progress();
       // Asking for a reply makes the source send its current WAL end: the lag stays fresh.
       if (Clock::now() - last_status_ >= std::chrono::milliseconds(request_.status_interval_ms)) send_status(true);
     }
   }
 
  private:
-  int wait_ms() const { return std::min(request_.apply.batch_ms, request_.status_interval_ms); }
+  int wait_ms() const {
+    if (pending_ && applier_.between_transactions()) return 0;
+    return std::min(request_.apply.batch_ms, request_.status_interval_ms);
+  }
 
   void handle(std::string_view message) {
     ReplicationFrame frame = decode_frame(message);
@@ -149,10 +156,21 @@ class Stream {
     Lsn before = applier_.flushed();
     Lsn after = applier_.flush();
     pending_ = false;
-    if (after != before) {
-      observer_.flushed(after, clock_.last_commit_time);
-      send_status(false);
-    }
+    if (after != before) unreported_ = true;
+  }
+
+  // The flushed position goes to the observer (a catalog write) and to the source at most every
+  // report_interval_ms: under a light load a batch commits per source transaction, and each
+  // needs no write of its own. The loop wakes at least every wait_ms, so a position is never
+  // held back for long; a restart from an older one replays what followed, harmlessly.
+  void report_progress() {
+    if (!unreported_) return;
+    Clock::time_point now = Clock::now();
+    if (now - last_report_ < std::chrono::milliseconds(request_.report_interval_ms)) return;
+    observer_.flushed(applier_.flushed(), clock_.last_commit_time);
+    send_status(false);
+    unreported_ = false;
+    last_report_ = now;
   }
 
   void send_status(bool reply) {
@@ -170,7 +188,9 @@ class Stream {
   PgOutputDecoder decoder_;
   std::unique_ptr<Connection> conn_;
   Clock::time_point last_status_;
-  bool pending_ = false;
+  Clock::time_point last_report_;
+  bool pending_ = false;     // changes received since the last commit
+  bool unreported_ = false;  // a flushed position not yet reported
 };
 
 }  // namespace

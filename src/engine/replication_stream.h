@@ -32,6 +32,7 @@ struct StreamRequest {
   std::vector<ConnParams> destinations;
   ApplyOptions apply;
   int status_interval_ms = 1000;  // standby status updates at least this often
+  int report_interval_ms = 100;   // a new flushed position is reported at most this often
   bool binary = true;  // binary values when every published column's type allows (else text)
 };
 

@@ -1,0 +1,147 @@
+# Shared by the benchmarks (source it): checks, throw-away servers on loopback started as the
+# postgres OS user and always stopped on exit, psql helpers, timing, and the control node's config.
+#
+# The sourcing script sets KEEP (1 keeps the data directories and logs) and may set PGBIN, then calls
+# bench_setup "<name>" before starting servers with start_instance.
+
+say() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+die() { printf '[%s] error: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
+
+declare -A port=()  # server name -> port
+bg_pids=()          # background helpers (samplers, load generators) to kill on exit
+
+# Root, the postgres OS user, a PostgreSQL server, the extension installed; then a fresh base
+# directory and the exit trap that stops every server started from it.
+bench_setup() {  # name, for the directory and the servers' config comment
+  bench_name=$1
+  [ "$(id -u)" = 0 ] || die "run as root: the servers are started as the postgres OS user with runuser"
+  id postgres >/dev/null 2>&1 || die "no postgres OS user: install postgresql-15"
+  PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+  [ -x "$PGBIN/postgres" ] || die "no PostgreSQL server in $PGBIN (set PGBIN)"
+  local pkglibdir
+  pkglibdir=$(pg_config --pkglibdir 2>/dev/null || echo "$PGBIN/../lib")
+  [ -f "$pkglibdir/pgdog_reshard.so" ] || die "pgdog_reshard is not installed in $pkglibdir: run make install"
+  base=$(mktemp -d "/tmp/pgdog_reshard_$bench_name.XXXXXX")
+  chown postgres "$base"
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+as_pg() { (cd "$base" && runuser -u postgres -- "$@"); }
+
+bench_cleanup() {
+  local status=$? pid log pidfile dir
+  trap - EXIT INT TERM
+  set +e
+  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  if [ "$status" -ne 0 ]; then
+    for log in "$base"/*.log; do
+      [ -f "$log" ] || continue
+      echo "---- last lines of $(basename "$log")" >&2
+      tail -n 20 "$log" >&2
+    done
+  fi
+  for pidfile in "$base"/*/postmaster.pid; do
+    [ -f "$pidfile" ] || continue
+    dir=$(dirname "$pidfile")
+    as_pg "$PGBIN/pg_ctl" -D "$dir" -m fast -t 30 -w stop >/dev/null 2>&1 ||
+      as_pg "$PGBIN/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null 2>&1
+  done
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $base" >&2; else rm -rf "$base"; fi
+  [ "$status" -eq 0 ] && say "servers stopped" || say "failed (exit $status); servers stopped"
+  exit "$status"
+}
+
+# A port nothing listens on, below the kernel's ephemeral range (where a client's own end of a
+# connection could take it between this check and the server's bind).
+free_port() {
+  local p low=32768
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  ((low > 11000)) || low=32768
+  while :; do
+    p=$((10000 + RANDOM % (low - 10000)))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+# initdb and start one server with the settings below plus $2 (postgresql.conf lines).
+start_instance() {  # name settings [preload]
+  local name=$1 dir="$base/$1" p attempt
+  as_pg "$PGBIN/initdb" -D "$dir" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
+  {
+    echo "# bench/$bench_name.sh"
+    echo "listen_addresses = '127.0.0.1'"
+    echo "unix_socket_directories = '$base'"
+    echo "wal_level = logical"
+    echo "max_worker_processes = 16"
+    echo "$2"
+    [ "${3:-}" = preload ] && echo "shared_preload_libraries = 'pgdog_reshard'"
+  } >>"$dir/postgresql.conf"
+  # Another process (a test suite, say) may take the port first: then try another one.
+  for attempt in 1 2 3 4 5; do
+    p=$(free_port)
+    rm -f "$base/$name.log"
+    if as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$base/$name.log" -o "-p $p" -w start >/dev/null 2>&1; then
+      port[$name]=$p
+      return
+    fi
+    grep -q 'Address already in use' "$base/$name.log" || break
+    say "port $p was taken, trying another one for $name"
+  done
+  die "could not start $name (see $base/$name.log)"
+}
+
+psql_at() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "${port[$1]}" -d postgres "${@:2}"; }
+value() { psql_at "$1" -At -c "$2"; }
+conninfo() { echo "host=127.0.0.1 port=${port[$1]} user=postgres dbname=postgres"; }
+
+now_us() { local t=$EPOCHREALTIME; echo "${t//[!0-9]/}"; }
+seconds() { printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); }
+
+# Loads into the control node `ctl` a PgDog config with database "prod" (server `src`) and
+# "prod_2x" (servers `dst0`, `dst1` as shards 0 and 1), and the [[sharded_tables]] given.
+load_config() {  # sharded_tables TOML
+  psql_at ctl >/dev/null <<SQL
+SELECT reshard_load_config(\$toml\$
+[[databases]]
+name = "prod"
+host = "127.0.0.1"
+port = ${port[src]}
+database_name = "postgres"
+
+[[databases]]
+name = "prod_2x"
+host = "127.0.0.1"
+port = ${port[dst0]}
+database_name = "postgres"
+shard = 0
+
+[[databases]]
+name = "prod_2x"
+host = "127.0.0.1"
+port = ${port[dst1]}
+database_name = "postgres"
+shard = 1
+
+$1
+\$toml\$, \$users\$
+[[users]]
+name = "postgres"
+database = "prod"
+
+[[users]]
+name = "postgres"
+database = "prod_2x"
+\$users\$);
+SQL
+}
+
+# The machine, for a results file.
+machine_lines() {
+  local cpu mem_kb
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') || cpu=unknown
+  mem_kb=$(grep -m1 MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)
+  echo "- $(nproc) CPUs ($cpu), $((mem_kb / 1024)) MiB of memory, Linux $(uname -r)"
+  echo "- $(value src "SELECT version()")"
+}
