@@ -117,6 +117,45 @@ CREATE TABLE pgdog_reshard.replication_slots (
 );
 REVOKE ALL ON pgdog_reshard.replication_slots FROM PUBLIC;
 
+-- Every publication a task created (the reverse replication's, on the new cluster's shards).
+CREATE TABLE pgdog_reshard.publications (
+  task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
+  source_shard integer NOT NULL,
+  host text NOT NULL,
+  port integer NOT NULL,
+  database_name text NOT NULL,
+  name text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  dropped_at timestamptz,
+  PRIMARY KEY (task_id, source_shard, name)
+);
+REVOKE ALL ON pgdog_reshard.publications FROM PUBLIC;
+
+-- Cutovers: one row per reshard_cutover() call, its steps' times and the proxy's acknowledgements.
+CREATE TABLE pgdog_reshard.cutovers (
+  id bigserial PRIMARY KEY,
+  task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
+  state text NOT NULL DEFAULT 'requested'
+    CHECK (state IN ('requested', 'waiting_for_lag', 'pausing', 'draining', 'switching', 'resuming',
+                     'done', 'aborted')),
+  requested_by name NOT NULL,
+  requested_at timestamptz NOT NULL DEFAULT now(),
+  lag_reached_at timestamptz,
+  paused_at timestamptz,                 -- the pause acknowledged: writes have stopped
+  drain_lsns jsonb,                      -- per source shard: the position drained to
+  drained_at timestamptz,
+  switched_at timestamptz,
+  resumed_at timestamptz,                -- resume sent
+  pause_ms double precision,             -- paused_at .. resumed_at
+  reverse_task_id bigint,
+  acks jsonb NOT NULL DEFAULT '{}',      -- state -> time, from reshard_cutover_ack()
+  error text,
+  finished_at timestamptz
+);
+REVOKE ALL ON pgdog_reshard.cutovers FROM PUBLIC;
+CREATE UNIQUE INDEX cutovers_one_active ON pgdog_reshard.cutovers (task_id)
+  WHERE state NOT IN ('done', 'aborted');
+
 -- Configuration ---------------------------------------------------------------------------------
 
 CREATE FUNCTION @extschema@.reshard_load_config(pgdog_toml text, users_toml text DEFAULT NULL)
@@ -189,6 +228,27 @@ LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_tem
 AS 'MODULE_PATHNAME', 'reshard_stop';
 COMMENT ON FUNCTION @extschema@.reshard_stop(bigint) IS
   'Stop a task: its workers stop, the slots it made are dropped, it ends cancelled';
+
+CREATE FUNCTION @extschema@.reshard_cutover(task bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'reshard_cutover';
+COMMENT ON FUNCTION @extschema@.reshard_cutover(bigint) IS
+  'Ask a replicating task (the only one if NULL) to cut over: lag under the threshold, pause the proxy, drain, sequences, swap the clusters, reverse replication, resume. Returns the cutover id (see reshard_cutover)';
+
+CREATE FUNCTION @extschema@.reshard_cutover_ack(task bigint, state text)
+RETURNS void
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'reshard_cutover_ack';
+COMMENT ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) IS
+  'A passive proxy acknowledges a cutover signal of the task: paused or switched';
+
+-- One row per cutover (a rollback is the reverse task's cutover).
+CREATE VIEW @extschema@.reshard_cutover AS
+  SELECT c.id, c.task_id, t.source, t.destination, c.state, c.requested_at, c.lag_reached_at, c.paused_at,
+         c.drained_at, c.switched_at, c.resumed_at, c.pause_ms, c.reverse_task_id, c.acks, c.drain_lsns,
+         c.error, c.requested_by, c.finished_at
+  FROM pgdog_reshard.cutovers c JOIN pgdog_reshard.tasks t ON t.id = c.task_id;
 
 -- One row per task. Copy figures count copies only: a 'skipped' table (streamed, never copied) is no
 -- progress, so a task without copies (schema_sync, replicate) has NULL progress.
@@ -271,8 +331,10 @@ REVOKE ALL ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) F
 REVOKE ALL ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_stop(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_cutover(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
-  @extschema@.reshard_replication_slots FROM PUBLIC;
+  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_databases FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_sharded_tables FROM PUBLIC;
 
@@ -287,7 +349,9 @@ GRANT EXECUTE ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_stop(bigint) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover(bigint) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
-  @extschema@.reshard_replication_slots TO pgdog_reshard_admin;
+  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_databases TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_sharded_tables TO pgdog_reshard_admin;

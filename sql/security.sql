@@ -15,6 +15,12 @@ SELECT * FROM reshard_sharded_tables;
 \echo :LAST_ERROR_SQLSTATE
 SELECT reshard_hash_shard(1::bigint, 2);
 \echo :LAST_ERROR_SQLSTATE
+SELECT reshard_cutover(1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT reshard_cutover_ack(1, 'paused');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM reshard_cutover;
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM pgdog_reshard.config;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;

@@ -21,6 +21,7 @@ inline constexpr const char *kDuplicateObject = "42710";         // duplicate_ob
 inline constexpr const char *kInsufficientPrivilege = "42501";   // insufficient_privilege
 inline constexpr const char *kFeatureNotSupported = "0A000";     // feature_not_supported
 inline constexpr const char *kObjectNotInPrerequisiteState = "55000"; // object_not_in_prerequisite_state
+inline constexpr const char *kObjectInUse = "55006";            // object_in_use
 inline constexpr const char *kUnableToConnect = "08001";         // sqlclient_unable_to_establish_sqlconnection
 inline constexpr const char *kConnectionFailure = "08006";       // connection_failure
 inline constexpr const char *kInvalidPassword = "28P01";         // invalid_password
@@ -28,6 +29,7 @@ inline constexpr const char *kQueryCanceled = "57014";           // query_cancel
 inline constexpr const char *kAdminShutdown = "57P01";           // admin_shutdown
 inline constexpr const char *kSystemError = "58000";             // system_error (I/O, files)
 inline constexpr const char *kUndefinedFile = "58P01";           // undefined_file
+inline constexpr const char *kIoError = "58030";                 // io_error
 inline constexpr const char *kOutOfMemory = "53200";             // out_of_memory
 inline constexpr const char *kConfigurationLimitExceeded = "53400"; // configuration_limit_exceeded
 inline constexpr const char *kDuplicateTable = "42P07";          // duplicate_table
@@ -39,6 +41,7 @@ inline constexpr const char *kDatatypeMismatch = "42804";        // datatype_mis
 // check_violation: what PostgreSQL raises for a row that fits no partition, the same situation as
 // a sharding key that no list/range rule maps.
 inline constexpr const char *kCheckViolation = "23514";
+inline constexpr const char *kExternalRoutineException = "38000"; // external_routine_exception
 inline constexpr const char *kInternalError = "XX000";           // internal_error: a bug, never a user mistake
 }  // namespace sqlstate
 

@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <climits>
@@ -656,6 +657,129 @@ void Connection::fail_from_result(const Result &res, std::string_view what) {
 
 void Connection::fail_from_connection(std::string_view what) const {
   throw error_from_result(Result(), what);
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_conninfo
+
+namespace {
+
+[[noreturn]] void invalid_conninfo(const std::string &reason, std::string hint = {}) {
+  throw Error(sqlstate::kInvalidParameterValue, "invalid proxy conninfo: " + reason, {},
+              std::move(hint));
+}
+
+bool may_hold_password(const std::string &conninfo) {
+  if (conninfo.rfind("postgresql://", 0) == 0 || conninfo.rfind("postgres://", 0) == 0) {
+    return true;  // user:password@ or ?password=, possibly percent-encoded
+  }
+  std::string lower = conninfo;
+  for (char &c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return contains(lower, "password");
+}
+
+// libpq's parse errors quote pieces of the input in double quotes (`missing "=" after "..."`,
+// `... in URI: "postgresql://user:secret@..."`). When the input may hold a password, every quoted
+// piece but the punctuation libpq's own wording quotes is masked; if the password still shows
+// (a quote inside it throws the pairing off), nothing of libpq's message is kept.
+std::string mask_quoted_input(const std::string &message, const std::string &conninfo,
+                              const std::string &password_guess) {
+  if (!may_hold_password(conninfo)) return message;
+  std::string out;
+  size_t at = 0;
+  for (;;) {
+    size_t open = message.find('"', at);
+    size_t close = open == std::string::npos ? open : message.find('"', open + 1);
+    if (close == std::string::npos) {
+      out += message.substr(at);
+      break;
+    }
+    std::string piece = message.substr(open + 1, close - open - 1);
+    bool keep = piece == "=" || piece == ":" || piece == "/" || piece == "]";
+    out += message.substr(at, open - at) + "\"" + (keep ? piece : "...") + "\"";
+    at = close + 1;
+  }
+  if (!password_guess.empty() && contains(out, password_guess)) {
+    return "libpq could not parse it (its text is not shown: it may hold a password)";
+  }
+  return out;
+}
+
+// What follows the first "password=" (or the URI's "user:"), up to a space, '@' or '/': only
+// used to make sure a masked message does not show it.
+std::string guess_password(const std::string &conninfo) {
+  size_t scheme = conninfo.find("://");
+  if (scheme != std::string::npos) {
+    size_t at = conninfo.find('@', scheme);
+    size_t colon = conninfo.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      return conninfo.substr(colon + 1, at - colon - 1);
+    }
+  }
+  size_t key = conninfo.find("password");
+  if (key == std::string::npos) return {};
+  size_t start = conninfo.find_first_not_of(" \t=", key + 8);
+  if (start == std::string::npos) return {};
+  if (conninfo[start] == '\'') ++start;
+  size_t end = conninfo.find_first_of(" \t'&", start);
+  return conninfo.substr(start, end == std::string::npos ? end : end - start);
+}
+
+int parse_int_option(const char *keyword, const std::string &value, int min, int max) {
+  int number = 0;
+  auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), number);
+  if (error != std::errc() || end != value.data() + value.size() || number < min ||
+      number > max) {
+    invalid_conninfo(std::string(keyword) + " \"" + value + "\" is not a number between " +
+                         std::to_string(min) + " and " + std::to_string(max),
+                     std::string(keyword) == "port"
+                         ? "Give one host and one port per conninfo; separate proxies with ';'."
+                         : "");
+  }
+  return number;
+}
+
+}  // namespace
+
+ConnParams parse_conninfo(std::string_view conninfo) {
+  const std::string text(conninfo);
+  char *errmsg = nullptr;
+  PQconninfoOption *parsed = PQconninfoParse(text.c_str(), &errmsg);
+  if (!parsed) {
+    const std::string reason = errmsg ? split_libpq_message(errmsg).first : "out of memory";
+    if (errmsg) PQfreemem(errmsg);
+    const std::string shown = mask_quoted_input(reason, text, guess_password(text));
+    throw Error(sqlstate::kInvalidParameterValue, "invalid proxy conninfo: " + shown,
+                shown == reason ? "" : "Parts of it are not shown: it may hold a password.");
+  }
+  std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption *)> guard(parsed, PQconninfoFree);
+
+  ConnParams params;
+  for (const PQconninfoOption *option = parsed; option->keyword; ++option) {
+    if (!option->val || !*option->val) continue;
+    const std::string key = option->keyword;
+    std::string value = option->val;
+    if (key == "host") {
+      params.host = std::move(value);
+    } else if (key == "port") {
+      params.port = parse_int_option("port", value, 1, 65535);
+    } else if (key == "dbname") {
+      params.dbname = std::move(value);
+    } else if (key == "user") {
+      params.user = std::move(value);
+    } else if (key == "password") {
+      params.password = std::move(value);
+    } else if (key == "application_name") {
+      params.application_name = std::move(value);
+    } else if (key == "connect_timeout") {
+      params.connect_timeout_s = parse_int_option("connect_timeout", value, 0, INT_MAX);
+    } else if (key == "replication") {
+      invalid_conninfo("\"replication\" is not supported here");
+    } else {
+      params.options.emplace_back(key, std::move(value));
+    }
+  }
+  return params;
 }
 
 }  // namespace pgdog_reshard

@@ -62,6 +62,16 @@ struct ConnParams {
   std::string describe() const;
 };
 
+// Parses a libpq conninfo string ("host=... port=...") or URI ("postgresql://...") with
+// PQconninfoParse (no environment defaults applied). host, port, dbname, user, password,
+// application_name and connect_timeout go to their fields (unset ones keep ConnParams' defaults);
+// every other keyword given a non-empty value goes to `options`. Throws Error 22023
+// ("invalid proxy conninfo: ...") for a string libpq rejects, a port that is not one number in
+// 1..65535, a connect_timeout that is not a number, or a replication keyword; no message ever
+// holds the password (the parts of libpq's message that quote the input are masked when the input
+// may hold one).
+ConnParams parse_conninfo(std::string_view conninfo);
+
 // One result of a query (RAII around PGresult).
 class Result {
  public:

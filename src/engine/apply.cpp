@@ -207,7 +207,11 @@ class ChangeApplier::Impl {
   void on_delete(const Delete &del);
   void on_truncate(const Truncate &truncate);
   bool batch_due() const;
-  bool in_transaction() const { return in_transaction_; }
+  bool advance_idle(Lsn position) {
+    if (failure_ || in_transaction_ || batch_started_ || position <= flushed_) return false;
+    flushed_ = position;
+    return true;
+  }
   Lsn flush();
 
   template <typename Body>
@@ -986,7 +990,7 @@ void ChangeApplier::on_truncate(const Truncate &truncate) {
   impl_->guarded([&] { impl_->on_truncate(truncate); });
 }
 bool ChangeApplier::batch_due() const { return impl_->batch_due(); }
-bool ChangeApplier::between_transactions() const { return !impl_->in_transaction(); }
+bool ChangeApplier::advance_idle(Lsn position) { return impl_->advance_idle(position); }
 Lsn ChangeApplier::flush() {
   return impl_->guarded([&] { return impl_->flush(); });
 }

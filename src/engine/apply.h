@@ -60,8 +60,10 @@ class ChangeApplier : public PgOutputHandler {
   // True when the open batch should be committed (size or age reached) and a commit boundary has
   // been seen. The caller then calls flush().
   bool batch_due() const;
-  // True when no source transaction is open: what has been received ends at a commit.
-  bool between_transactions() const;
+  // The source's position while nothing is in flight (no source transaction open, no batch left
+  // uncommitted): every change before it has been applied, so flushed() may move there (what lets
+  // an idle stream confirm the source's current position). True if it moved.
+  bool advance_idle(Lsn position);
   // Commits the open batch on every shard; returns the end LSN of the last source transaction now
   // durable on all of them (the position to confirm to the source). No-op if nothing is open.
   Lsn flush();

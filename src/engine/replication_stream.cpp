@@ -122,11 +122,8 @@ class Stream {
       std::optional<std::string_view> message = conn_->read_copy_data(wait_ms());
       if (message) handle(*message);
       // Commit when the batch is due, or when the stream went quiet: nothing is held waiting for
-      // the next change. Between source transactions "quiet" means nothing is buffered right now,
-      // so a light load is applied at once, while under a backlog messages keep coming and batches
-      // fill up. Inside one, it means nothing came for a while: the part received is committed
-      // (and replayed, harmlessly, after a restart: the confirmed position only moves at source
-      // commit boundaries).
+      // the next change. (A partial source transaction committed this way is replayed, harmlessly,
+      // after a restart: the confirmed position only moves at source commit boundaries.)
       if (applier_.batch_due() || (!message && pending_)) commit_batch();
       report_progress();
       // Asking for a reply makes the source send its current WAL end: the lag stays fresh.
@@ -135,15 +132,14 @@ class Stream {
   }
 
  private:
-  int wait_ms() const {
-    if (pending_ && applier_.between_transactions()) return 0;
-    return std::min(request_.apply.batch_ms, request_.status_interval_ms);
-  }
+  int wait_ms() const { return std::min(request_.apply.batch_ms, request_.status_interval_ms); }
 
   void handle(std::string_view message) {
     ReplicationFrame frame = decode_frame(message);
     if (frame.keepalive) {
       observer_.source_position(frame.keepalive->wal_end);
+      // Everything the source sent before this keepalive is applied: confirm up to its position.
+      if (!pending_ && applier_.advance_idle(frame.keepalive->wal_end)) unreported_ = true;
       if (frame.keepalive->reply_requested) send_status(false);
       return;
     }
@@ -160,9 +156,8 @@ class Stream {
   }
 
   // The flushed position goes to the observer (a catalog write) and to the source at most every
-  // report_interval_ms: under a light load a batch commits per source transaction, and each
-  // needs no write of its own. The loop wakes at least every wait_ms, so a position is never
-  // held back for long; a restart from an older one replays what followed, harmlessly.
+  // report_interval_ms (0: after every commit). The loop wakes at least every wait_ms, so a
+  // position is never held back for long; a restart from an older one replays what followed.
   void report_progress() {
     if (!unreported_) return;
     Clock::time_point now = Clock::now();

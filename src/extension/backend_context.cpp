@@ -22,6 +22,11 @@ void BackendTaskContext::check_interrupts() {
     throw Error(sqlstate::kAdminShutdown, "pgdog_reshard worker stopping on request");
   }
   pg_call([] { CHECK_FOR_INTERRUPTS(); });
+  // A worker re-reads postgresql.conf after a reload (a user's backend does it between queries).
+  if (stop_flag_ != nullptr && ConfigReloadPending) {
+    ConfigReloadPending = false;
+    pg_call([] { ProcessConfigFile(PGC_SIGHUP); });
+  }
   if (on_poll_) on_poll_();
 }
 

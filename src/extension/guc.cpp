@@ -8,6 +8,12 @@ char *guc_config_file = nullptr;
 char *guc_users_file = nullptr;
 char *guc_database_name = nullptr;
 int guc_parallel_copies = 2;
+int guc_cutover_lag_threshold = 1024 * 1024;
+int guc_cutover_timeout_ms = 10000;
+bool guc_cutover_wait_for_ack = false;
+char *guc_proxy_admin = nullptr;
+bool guc_cutover_save_config = false;
+char *guc_cutover_command = nullptr;
 
 void guc_init() {
   DefineCustomStringVariable(
@@ -26,6 +32,32 @@ void guc_init() {
       "pgdog_reshard.parallel_copies", "Table copies at once per source shard.",
       "Each uses a background worker, a temporary replication slot and a WAL sender on the source.",
       &guc_parallel_copies, 2, 1, 64, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "pgdog_reshard.cutover_lag_threshold", "Replication lag under which a cutover pauses the proxy.",
+      "The rest is drained while writes are paused, so this bounds the pause.", &guc_cutover_lag_threshold,
+      1024 * 1024, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "pgdog_reshard.cutover_timeout", "Longest time from the pause to the switch before a cutover aborts.",
+      "An aborted cutover resumes traffic on the source cluster and keeps replicating.",
+      &guc_cutover_timeout_ms, 10000, 100, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "pgdog_reshard.cutover_wait_for_ack", "Whether a cutover waits for reshard_cutover_ack() after pause and switch.",
+      "For a passive proxy that listens to NOTIFY pgdog_reshard.", &guc_cutover_wait_for_ack, false, PGC_SIGHUP, 0,
+      nullptr, nullptr, nullptr);
+  // Superuser-only: the conninfos may hold passwords.
+  DefineCustomStringVariable(
+      "pgdog_reshard.proxy_admin", "Admin databases of the proxies to PAUSE, RELOAD and RESUME at cutover.",
+      "libpq conninfos separated by ';', e.g. 'host=10.0.0.5 port=6432 dbname=pgbouncer user=admin'.",
+      &guc_proxy_admin, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "pgdog_reshard.cutover_save_config", "Whether a cutover writes the swapped pgdog.toml to pgdog_reshard.config_file.",
+      "Written atomically; the previous file is kept with the suffix .pgdog_reshard.bak.", &guc_cutover_save_config,
+      false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  // Like archive_command: settable only in postgresql.conf or by ALTER SYSTEM.
+  DefineCustomStringVariable(
+      "pgdog_reshard.cutover_command", "Shell command run at the cutover's switch point; non-zero exit aborts.",
+      "%t is replaced by the task id, %s by the source cluster, %d by the destination cluster, %% by %.",
+      &guc_cutover_command, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   MarkGUCPrefixReserved("pgdog_reshard");
 }
 

@@ -11,6 +11,17 @@ extern char *guc_database_name;
 // Table copies at once per source shard.
 extern int guc_parallel_copies;
 
+// Cutover (see reshard_cutover): lag to wait for before pausing, time allowed from the pause to
+// the switch, whether a passive proxy's acknowledgements are awaited, the proxies' admin databases
+// (conninfos separated by ';'), whether the swapped pgdog.toml is written to config_file, and the
+// shell command run at the switch point (%t task, %s source, %d destination).
+extern int guc_cutover_lag_threshold;
+extern int guc_cutover_timeout_ms;
+extern bool guc_cutover_wait_for_ack;
+extern char *guc_proxy_admin;
+extern bool guc_cutover_save_config;
+extern char *guc_cutover_command;
+
 void guc_init();
 
 }  // namespace pgdog_reshard

@@ -8,6 +8,7 @@
 #include "extension/backend_context.h"
 #include "extension/boundary.h"
 #include "extension/catalog.h"
+#include "extension/cutover_catalog.h"
 #include "extension/guc.h"
 #include "extension/launcher.h"
 #include "extension/pg_server.h"
@@ -20,18 +21,21 @@ namespace {
 
 // The launcher may only look for the new task once it is committed.
 // A stop is signalled once committed too, so the worker reads stop_requested = true.
+// A cutover request wakes the task's worker (SIGUSR1 sets a background worker's latch).
 bool wake_registered = false;
 bool wake_at_commit = false;
 int signal_at_commit = 0;
+int signal_number = SIGTERM;
 
 void on_xact_end(XactEvent event, void *) {
   if (event == XACT_EVENT_COMMIT) {
-    if (signal_at_commit > 0) kill(signal_at_commit, SIGTERM);
+    if (signal_at_commit > 0) kill(signal_at_commit, signal_number);
     if (wake_at_commit) launcher_wake();
   }
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT) {
     wake_at_commit = false;
     signal_at_commit = 0;
+    signal_number = SIGTERM;
   }
 }
 
@@ -156,7 +160,76 @@ Datum reshard_stop(PG_FUNCTION_ARGS) {
     }
     wake_launcher_at_commit();  // a task with no worker yet is cancelled by the one it gets
     signal_at_commit = std::stoi(*rows[0][0]);  // the worker then reads stop_requested and cleans up
+    signal_number = SIGTERM;
     return BoolGetDatum(true);
+  });
+}
+
+// The task to cut over: the one given, or the only replicating one. It must be replicating.
+int64_t cutover_task(FunctionCallInfo fcinfo) {
+  SpiSession spi;
+  if (PG_ARGISNULL(0)) {
+    auto rows = spi.query("SELECT id FROM pgdog_reshard.tasks WHERE state = 'replicating' ORDER BY id");
+    if (rows.empty()) {
+      throw Error(sqlstate::kObjectNotInPrerequisiteState, "no task is replicating", {},
+                  "Start one with reshard_copy_data() or reshard_replicate(), and cut over once reshard_status shows it "
+                  "replicating.");
+    }
+    if (rows.size() > 1) {
+      std::string ids;
+      for (const SpiRow &r : rows) ids += (ids.empty() ? "" : ", ") + *r[0];
+      throw Error(sqlstate::kInvalidParameterValue, "several tasks are replicating: " + ids, {},
+                  "Name the task: SELECT reshard_cutover(<task id>).");
+    }
+    return std::stoll(*rows[0][0]);
+  }
+  int64_t task = PG_GETARG_INT64(0);
+  auto rows = spi.query("SELECT state, coalesce(phase, '') FROM pgdog_reshard.tasks WHERE id = $1::bigint",
+                        {std::to_string(task)});
+  if (rows.empty()) throw Error(sqlstate::kUndefinedObject, "task " + std::to_string(task) + " does not exist");
+  if (*rows[0][0] != "replicating") {
+    throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                "task " + std::to_string(task) + " is not replicating (state " + *rows[0][0] + ", phase " + *rows[0][1] + ")",
+                {}, "A task can be cut over once it streams: wait for reshard_status to show it replicating.");
+  }
+  return task;
+}
+
+// Asks a replicating task's worker to cut over; returns the cutover's id at once (pg_cron safe).
+// Progress, pause_ms and the outcome (an abort's reason) are in the reshard_cutover view.
+PG_FUNCTION_INFO_V1(reshard_cutover);
+Datum reshard_cutover(PG_FUNCTION_ARGS) {
+  return cpp_entry([&]() -> Datum {
+    int64_t task = cutover_task(fcinfo);
+    int64_t id = cutover_insert(task);
+    SpiSession spi;
+    auto worker = spi.query(
+        "SELECT coalesce((SELECT a.pid FROM pg_stat_activity a WHERE a.pid = t.worker_pid"
+        " AND a.backend_type = 'pgdog_reshard task'), 0) FROM pgdog_reshard.tasks t WHERE t.id = $1::bigint",
+        {std::to_string(task)});
+    wake_launcher_at_commit();
+    signal_at_commit = std::stoi(*worker.at(0)[0]);
+    signal_number = SIGUSR1;
+    pg_call([&] { elog(LOG, "pgdog_reshard: task %lld: cutover %lld requested", static_cast<long long>(task),
+                       static_cast<long long>(id)); });
+    return Int64GetDatum(id);
+  });
+}
+
+// A passive proxy's acknowledgement of a cutover signal ('paused' after pause, 'switched' after switch).
+PG_FUNCTION_INFO_V1(reshard_cutover_ack);
+Datum reshard_cutover_ack(PG_FUNCTION_ARGS) {
+  int64 task = PG_GETARG_INT64(0);
+  return cpp_entry([&]() -> Datum {
+    std::string state = text_arg(fcinfo, 1, "state");
+    if (state != "paused" && state != "switched") {
+      throw Error(sqlstate::kInvalidParameterValue, "cutover acknowledgement \"" + state + "\" is not known", {},
+                  "Acknowledge 'paused' once the proxy holds new writes, and 'switched' once it routes to the new cluster.");
+    }
+    if (!cutover_ack(task, state)) {
+      throw Error(sqlstate::kObjectNotInPrerequisiteState, "task " + std::to_string(task) + " has no cutover in progress");
+    }
+    PG_RETURN_VOID();
   });
 }
 

@@ -314,6 +314,27 @@ void slot_mark_dropped(int64_t task, int shard, const std::string &slot) {
       {num(task), num(shard), slot});
 }
 
+std::vector<std::pair<std::string, std::string>> task_tables(int64_t task) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT DISTINCT schema_name, table_name FROM pgdog_reshard.table_copies WHERE task_id = $1::bigint ORDER BY 1, 2",
+      {num(task)});
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const SpiRow &r : rows) out.emplace_back(*r[0], *r[1]);
+  return out;
+}
+
+std::vector<Lsn> slot_confirmed_positions(int64_t task) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT coalesce(confirmed_lsn, lsn)::text FROM pgdog_reshard.replication_slots"
+      " WHERE task_id = $1::bigint AND NOT temporary AND dropped_at IS NULL ORDER BY source_shard",
+      {num(task)});
+  std::vector<Lsn> out;
+  for (const SpiRow &r : rows) out.push_back(Lsn::parse_or_throw(*r[0]));
+  return out;
+}
+
 void slot_confirmed(int64_t task, int shard, Lsn confirmed, int64_t commit_time_us) {
   SpiSession spi;
   std::optional<std::string> commit_time;

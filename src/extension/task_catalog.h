@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/lsn.h"
@@ -95,6 +96,10 @@ struct StreamStart {
   Lsn lsn;
 };
 std::optional<StreamStart> slot_stream_start(int64_t task, int shard);
+// The task's planned tables (schema, name), each once.
+std::vector<std::pair<std::string, std::string>> task_tables(int64_t task);
+// Per source shard (in shard order), the position its stream has confirmed (the slot's start if none).
+std::vector<Lsn> slot_confirmed_positions(int64_t task);
 // Per table (by ordinal), the copy watermark for one source shard (omnisharded tables: shard 0's).
 std::vector<std::pair<int, Lsn>> table_watermarks(int64_t task, int shard);
 

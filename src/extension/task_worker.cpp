@@ -10,7 +10,10 @@
 #include "engine/schema_sync.h"
 #include "engine/sequences.h"
 #include "engine/slots.h"
+#include "engine/cutover_steps.h"
 #include "extension/backend_context.h"
+#include "extension/cutover.h"
+#include "extension/cutover_catalog.h"
 #include "extension/guc.h"
 #include "extension/task_catalog.h"
 #include "extension/transaction.h"
@@ -94,8 +97,8 @@ std::vector<SchemaStatement> phase_statements(const TaskRun &run, SchemaPhase ph
   return phase == SchemaPhase::Pre ? dump.pre : dump.post;
 }
 
-void schema_phase(const TaskRun &run, SchemaPhase phase) {
-  set_phase(run, "running", (std::string("schema_") + schema_phase_name(phase)).c_str());
+// Runs a schema phase's statements on the destination, recording each in the catalog.
+void apply_schema_phase(const TaskRun &run, SchemaPhase phase) {
   SchemaEventQueue queue(run.task.id);
   BackendTaskContext ctx(&worker_stop_requested, [&] { queue.drain(); });
   std::vector<SchemaStatement> statements = phase_statements(run, phase, ctx);
@@ -106,6 +109,11 @@ void schema_phase(const TaskRun &run, SchemaPhase phase) {
     throw;
   }
   queue.drain();
+}
+
+void schema_phase(const TaskRun &run, SchemaPhase phase) {
+  set_phase(run, "running", (std::string("schema_") + schema_phase_name(phase)).c_str());
+  apply_schema_phase(run, phase);
 }
 
 void create_slots(const TaskRun &run, BackendTaskContext &ctx) {
@@ -192,48 +200,99 @@ void replicate_without_copy(const TaskRun &run, BackendTaskContext &ctx) {
   if (plan) in_transaction([&] { table_copies_insert(run.task.id, *plan, "skipped"); });
 }
 
+void drop_task_slots(const TaskRun &run);
+
 // One stream worker per source shard, restarted (with a growing pause) whenever one exits: it
 // resumes from its last confirmed position, and the apply is idempotent, so a restart loses nothing.
-void stream_until_stopped(const TaskRun &run, BackendTaskContext &ctx) {
-  set_phase(run, "replicating", "streaming");
-  int shards = run.config.shard_count(run.task.source);
-  std::vector<BackgroundWorkerHandle *> handles(shards, nullptr);
-  std::vector<long> backoff_ms(shards, 1000);
-  auto launch = [&](int shard) {
+// Also the cutover's hooks: it stops them for the switch (and they come back if it aborts).
+class StreamWorkers : public CutoverHooks {
+ public:
+  StreamWorkers(const TaskRun &run, BackendTaskContext &ctx)
+      : run_(run), ctx_(ctx), handles_(run.config.shard_count(run.task.source), nullptr),
+        backoff_ms_(handles_.size(), 1000) {}
+
+  void start() {
+    for (size_t shard = 0; shard < handles_.size(); shard++) launch(static_cast<int>(shard));
+  }
+  // Restarts the workers that exited (a failed connection, a crash, a cutover that aborted).
+  void restart_exited() {
+    for (size_t shard = 0; shard < handles_.size(); shard++) {
+      pid_t pid;
+      if (handles_[shard] != nullptr && GetBackgroundWorkerPid(handles_[shard], &pid) != BGWH_STOPPED) continue;
+      if (handles_[shard] != nullptr) {
+        log_task(run_.task.id, "stream worker of source shard " + std::to_string(shard) + " exited; restarting it");
+        ctx_.sleep_ms(backoff_ms_[shard]);
+        backoff_ms_[shard] = std::min(backoff_ms_[shard] * 2, 30000L);
+      }
+      launch(static_cast<int>(shard));
+    }
+  }
+
+  void apply_sequences() override { apply_schema_phase(run_, SchemaPhase::Cutover); }
+  void stop_streams() override {
+    for (BackgroundWorkerHandle *h : handles_) {
+      if (h != nullptr) TerminateBackgroundWorker(h);
+    }
+    for (BackgroundWorkerHandle *&h : handles_) {
+      if (h != nullptr) pg_call([&] { return WaitForBackgroundWorkerShutdown(h); });
+      h = nullptr;
+    }
+  }
+  void drop_source_slots() override { drop_task_slots(run_); }
+
+ private:
+  void launch(int shard) {
     BackgroundWorkerHandle *handle = nullptr;
-    bool ok = pg_call([&] { return worker_launch("pgdog_reshard_stream_main", "pgdog_reshard stream", run.task.id, shard, &handle); });
+    bool ok = pg_call([&] { return worker_launch("pgdog_reshard_stream_main", "pgdog_reshard stream", run_.task.id, shard, &handle); });
     if (!ok) {
       throw Error(sqlstate::kConfigurationLimitExceeded, "no free background worker slot for a stream worker", {},
                   "Raise max_worker_processes (needs a restart).");
     }
-    handles[shard] = handle;
-  };
+    handles_[shard] = handle;
+  }
+
+  const TaskRun &run_;
+  BackendTaskContext &ctx_;
+  std::vector<BackgroundWorkerHandle *> handles_;
+  std::vector<long> backoff_ms_;
+};
+
+// Streams until the task is stopped (an Error) or cut over (returns). A cutover that aborts leaves
+// the task replicating.
+void stream_until_cut_over(const TaskRun &run, BackendTaskContext &ctx) {
+  set_phase(run, "replicating", "streaming");
+  StreamWorkers streams(run, ctx);
   try {
-    for (int shard = 0; shard < shards; shard++) launch(shard);
+    streams.start();
     for (;;) {
-      ctx.sleep_ms(1000);
-      for (int shard = 0; shard < shards; shard++) {
-        pid_t pid;
-        if (GetBackgroundWorkerPid(handles[shard], &pid) != BGWH_STOPPED) continue;
-        log_task(run.task.id, "stream worker of source shard " + std::to_string(shard) + " exited; restarting it");
-        ctx.sleep_ms(backoff_ms[shard]);
-        backoff_ms[shard] = std::min(backoff_ms[shard] * 2, 30000L);
-        launch(shard);
+      ctx.sleep_ms(250);
+      std::optional<CutoverRow> cutover = in_transaction([&] { return cutover_active(run.task.id); });
+      if (cutover && run_cutover(run.task, run.config, *cutover, streams, ctx) == CutoverOutcome::Done) {
+        streams.stop_streams();
+        set_phase(run, "done", "cut over");
+        return;
       }
+      streams.restart_exited();
     }
   } catch (...) {
-    for (BackgroundWorkerHandle *h : handles) {
-      if (h != nullptr) TerminateBackgroundWorker(h);
-    }
-    for (BackgroundWorkerHandle *h : handles) {
-      if (h != nullptr) pg_call([&] { return WaitForBackgroundWorkerShutdown(h); });
-    }
+    streams.stop_streams();  // a task reports its final state only once its stream workers are gone
     throw;
   }
 }
 
+// The slots and publications the task made on its source cluster.
 void drop_task_slots(const TaskRun &run) {
   BackendTaskContext cleanup;  // no stop flag: cleanup must run even while stopping
+  for (const PublicationRow &pub : in_transaction([&] { return publications_of(run.task.id); })) {
+    if (pub.dropped) continue;
+    try {
+      drop_publication(connection_params(run.config.primary(run.task.source, pub.source_shard)), pub.name, cleanup);
+      in_transaction([&] { publication_mark_dropped(run.task.id, pub.source_shard, pub.name); });
+    } catch (const Error &e) {
+      cleanup.log(LogLevel::Warning, "task " + std::to_string(run.task.id) + ": could not drop publication \"" +
+                                         pub.name + "\": " + e.what());
+    }
+  }
   for (const SlotRow &slot : in_transaction([&] { return slots_of(run.task.id); })) {
     if (slot.dropped) continue;
     try {
@@ -260,11 +319,13 @@ void run_phases(const TaskRun &run) {
     create_slots(run, ctx);
     copy_tables(run, ctx);
     schema_phase(run, SchemaPhase::Post);
-    stream_until_stopped(run, ctx);
+    stream_until_cut_over(run, ctx);
+    return;
   }
   if (command == "replicate") {
     replicate_without_copy(run, ctx);
-    stream_until_stopped(run, ctx);
+    stream_until_cut_over(run, ctx);
+    return;
   }
   throw Error(sqlstate::kFeatureNotSupported, "task command \"" + command + "\" is not supported by this version");
 }

@@ -20,6 +20,7 @@ void handle_sigterm(SIGNAL_ARGS) {
 
 void worker_start() {
   pqsignal(SIGTERM, handle_sigterm);
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);  // settings are re-read where interrupts are checked
   BackgroundWorkerUnblockSignals();
   BackgroundWorkerInitializeConnection(guc_database_name, nullptr, 0);
 }

@@ -1,0 +1,29 @@
+// The steps of a cutover that talk to the clusters (the control node's catalog and the proxy are
+// the glue's and ProxyAdmin's): where each source shard's WAL stands once writes have stopped, and
+// the publication the reverse replication reads on the new cluster.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/lsn.h"
+#include "core/pg.h"
+#include "engine/task_context.h"
+
+namespace pgdog_reshard {
+
+// pg_current_wal_lsn() of every source shard, in shard order: what the streams must have confirmed
+// before the clusters are swapped.
+std::vector<Lsn> source_positions(const std::vector<ConnParams> &sources, TaskContext &ctx);
+
+// CREATE PUBLICATION name FOR TABLE (the given schema-qualified tables) on one shard. An existing
+// publication of that name (a retried cutover) is kept if it lists exactly those tables, and
+// refused otherwise (55000): it is someone else's.
+void create_publication(const ConnParams &shard, const std::string &name,
+                        const std::vector<std::pair<std::string, std::string>> &tables, TaskContext &ctx);
+
+// DROP PUBLICATION IF EXISTS; true if it existed.
+bool drop_publication(const ConnParams &shard, const std::string &name, TaskContext &ctx);
+
+}  // namespace pgdog_reshard
