@@ -19,7 +19,8 @@ constexpr size_t kOutputKeptBytes = 4096;
 constexpr int kPollMs = 10;
 constexpr int kDetailLines = 20;
 constexpr const char *kShell = "/bin/sh";
-constexpr const char *kAbortedHint = "The cutover was aborted: traffic stays on the source cluster.";
+constexpr const char *kAbortedHint =
+    "The cutover was aborted: traffic stays on the source cluster.";
 
 std::string shell_quoted(std::string_view value) {
   std::string out = "'";
@@ -88,7 +89,11 @@ std::string output_tail(std::string output) {
   std::string clean;
   for (size_t i = 0; i < output.size();) {
     const auto c = static_cast<unsigned char>(output[i]);
-    size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    size_t length = c < 0x80           ? 1
+                    : (c >> 5) == 0x6  ? 2
+                    : (c >> 4) == 0xE  ? 3
+                    : (c >> 3) == 0x1E ? 4
+                                       : 0;
     bool valid = length > 0 && i + length <= output.size();
     for (size_t k = 1; valid && k < length; ++k) {
       valid = (static_cast<unsigned char>(output[i + k]) & 0xC0) == 0x80;
@@ -183,8 +188,8 @@ void run_cutover_command(const std::string &expanded, TaskContext &ctx) {
       if (done < 0 && errno != EINTR) {
         const int saved_errno = errno;
         kill(-pid, SIGKILL);
-        throw Error(sqlstate::kSystemError,
-                    std::string("cutover_command: waitpid() failed: ") + std::strerror(saved_errno));
+        throw Error(sqlstate::kSystemError, std::string("cutover_command: waitpid() failed: ") +
+                                                std::strerror(saved_errno));
       }
       ctx.check_interrupts();
       if (open) {
@@ -208,9 +213,9 @@ void run_cutover_command(const std::string &expanded, TaskContext &ctx) {
     ctx.log(LogLevel::Info, "cutover_command succeeded");
     return;
   }
-  const std::string how =
-      WIFSIGNALED(status) ? "was terminated by signal " + std::to_string(WTERMSIG(status))
-                          : "failed with exit code " + std::to_string(WEXITSTATUS(status));
+  const std::string how = WIFSIGNALED(status)
+                              ? "was terminated by signal " + std::to_string(WTERMSIG(status))
+                              : "failed with exit code " + std::to_string(WEXITSTATUS(status));
   throw Error(sqlstate::kExternalRoutineException, "cutover_command " + how, output_tail(output),
               kAbortedHint);
 }

@@ -6,11 +6,24 @@
 
 namespace pgdog_reshard {
 
-std::vector<Lsn> source_positions(const std::vector<ConnParams> &sources, TaskContext &ctx) {
+// The insert position, less the page header it points past when the last record ended exactly at
+// a page boundary (24 bytes; 40 at the start of a segment): no record is there, and WAL senders,
+// which send what is flushed, never report a position inside a header.
+constexpr const char *kInsertedSql = R"SQL(
+SELECT CASE WHEN (lsn - '0/0'::pg_lsn) % seg = 40 THEN lsn - 40
+            WHEN (lsn - '0/0'::pg_lsn) % blk = 24 THEN lsn - 24
+            ELSE lsn END::text
+FROM (SELECT pg_catalog.pg_current_wal_insert_lsn() AS lsn,
+             pg_catalog.current_setting('wal_block_size')::numeric AS blk,
+             (SELECT setting::numeric FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size') AS seg) s
+)SQL";
+
+std::vector<Lsn> source_positions(const std::vector<ConnParams> &sources, WalPosition which, TaskContext &ctx) {
+  const char *sql = which == WalPosition::Inserted ? kInsertedSql : "SELECT pg_catalog.pg_current_wal_lsn()::text";
   std::vector<Lsn> positions;
   for (const ConnParams &source : sources) {
     Connection conn(source, ctx);
-    positions.push_back(Lsn::parse_or_throw(conn.exec("SELECT pg_catalog.pg_current_wal_lsn()::text").value(0, 0)));
+    positions.push_back(Lsn::parse_or_throw(conn.exec(sql).value(0, 0)));
   }
   return positions;
 }

@@ -13,9 +13,13 @@
 
 namespace pgdog_reshard {
 
-// pg_current_wal_lsn() of every source shard, in shard order: what the streams must have confirmed
-// before the clusters are swapped.
-std::vector<Lsn> source_positions(const std::vector<ConnParams> &sources, TaskContext &ctx);
+// Where each source shard's WAL ends, in shard order. `Inserted`: pg_current_wal_insert_lsn(), at
+// or after every commit record, also those of transactions committed with synchronous_commit =
+// off, which a client has seen succeed but whose WAL may not be written yet (pg_current_wal_lsn(),
+// the write position, can be behind them): what the streams must have confirmed before the
+// clusters are swapped. `Written`: pg_current_wal_lsn(), for the lag.
+enum class WalPosition { Written, Inserted };
+std::vector<Lsn> source_positions(const std::vector<ConnParams> &sources, WalPosition which, TaskContext &ctx);
 
 // CREATE PUBLICATION name FOR TABLE (the given schema-qualified tables) on one shard. An existing
 // publication of that name (a retried cutover) is kept if it lists exactly those tables, and

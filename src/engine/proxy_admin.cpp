@@ -116,8 +116,7 @@ void ProxyAdmin::Waits::wait_socket(int fd, bool for_read, bool for_write, int t
 // ---------------------------------------------------------------------------------------------
 // ProxyAdmin
 
-ProxyAdmin::ProxyAdmin(std::vector<ConnParams> proxies, TaskContext &ctx)
-    : ctx_(ctx), waits_(ctx) {
+ProxyAdmin::ProxyAdmin(std::vector<ConnParams> proxies, TaskContext &ctx) : ctx_(ctx), waits_(ctx) {
   for (ConnParams &params : proxies) proxies_.push_back(Proxy{std::move(params), nullptr});
 }
 
@@ -156,8 +155,9 @@ void ProxyAdmin::pause_one(Proxy &proxy) {
   } catch (const Error &e) {
     if (!is_already_paused(e)) throw failure(proxy.params, "PAUSE", e);
     // Paused or being paused by someone else: paused for us once its server connections are gone.
-    ctx_.log(LogLevel::Info, "proxy " + proxy.params.describe() +
-                                 " was already paused; waiting for its server connections to close");
+    ctx_.log(LogLevel::Info,
+             "proxy " + proxy.params.describe() +
+                 " was already paused; waiting for its server connections to close");
     wait_servers_closed(proxy);
   }
 }

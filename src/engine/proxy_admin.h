@@ -24,7 +24,8 @@
 namespace pgdog_reshard {
 
 // The conninfos of pgdog_reshard.proxy_admin, separated by ';' (a ';' inside a quoted value does
-// not separate); empty entries are ignored. Throws Error 22023 naming the entry that does not parse.
+// not separate); empty entries are ignored. Throws Error 22023 naming the entry that does not
+// parse.
 std::vector<ConnParams> parse_proxy_admin(std::string_view setting);
 
 class ProxyAdmin {
@@ -73,7 +74,7 @@ class ProxyAdmin {
   std::optional<Error> resume_first(size_t count);  // RESUME on proxies [0, count); first error
 
   TaskContext &ctx_;
-  Waits waits_;                 // before proxies_: the connections point at it
+  Waits waits_;  // before proxies_: the connections point at it
   std::vector<Proxy> proxies_;
 };
 

@@ -147,7 +147,7 @@ class Cutover {
     std::vector<ConnParams> sources = primaries(config_, task_.source);
     for (;;) {
       ctx_.check_interrupts();
-      std::vector<Lsn> at = source_positions(sources, ctx_);
+      std::vector<Lsn> at = source_positions(sources, WalPosition::Written, ctx_);
       std::vector<Lsn> confirmed = in_transaction([&] { return slot_confirmed_positions(task_.id); });
       if (confirmed.size() != at.size()) {
         throw Error(sqlstate::kObjectNotInPrerequisiteState,
@@ -180,10 +180,12 @@ class Cutover {
     while (!in_transaction([&] { return cutover_acked(id_, ack); })) timed_.sleep_ms(10);
   }
 
-  // Writes have stopped: every stream must confirm its source's position as of now.
+  // Writes have stopped: every stream must confirm its source's position as of now. (Should WAL
+  // that is no commit follow the last commit and stay unflushed, the streams cannot confirm it and
+  // the cutover times out: an abort, never a lost write.)
   void drain() {
     doing("draining the streams to the source's position");
-    std::vector<Lsn> target = source_positions(primaries(config_, task_.source), timed_);
+    std::vector<Lsn> target = source_positions(primaries(config_, task_.source), WalPosition::Inserted, timed_);
     std::string json = "{";
     for (size_t i = 0; i < target.size(); i++) {
       json += (i ? ", " : "") + json_string(std::to_string(i)) + ": " + json_string(target[i].to_string());

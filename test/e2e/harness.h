@@ -105,6 +105,16 @@ class PgInstance {
   void cleanup() noexcept;
 };
 
+// The position a stream must have confirmed for every transaction committed so far to have
+// arrived: pg_current_wal_insert_lsn() (pg_current_wal_lsn() can be behind a commit made with
+// synchronous_commit = off, the harness's default), less the page header it points past when the
+// last record ended at a page boundary (what pgdog_reshard's cutover drains to).
+inline constexpr const char *kCommittedWalEndSql =
+    "SELECT CASE WHEN (lsn - '0/0'::pg_lsn) % seg = 40 THEN lsn - 40 WHEN (lsn - '0/0'::pg_lsn) % blk = 24"
+    " THEN lsn - 24 ELSE lsn END FROM (SELECT pg_current_wal_insert_lsn() AS lsn,"
+    " current_setting('wal_block_size')::numeric AS blk,"
+    " (SELECT setting::numeric FROM pg_settings WHERE name = 'wal_segment_size') AS seg) s";
+
 // Polls `probe` every 50 ms until it returns true or timeout_ms passes; returns the last result.
 bool wait_until(const std::function<bool()> &probe, int timeout_ms = 10000);
 

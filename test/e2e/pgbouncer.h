@@ -6,8 +6,8 @@
 // ".XXXXXX": the ini, the auth file, the log, the pid file and the unix socket). It is stopped
 // (SIGTERM = PgBouncer's immediate shutdown, SIGKILL after 5 s) and its directory removed by the
 // destructor, by an atexit handler for those still alive at exit, and, if the test process dies
-// (even by SIGKILL), by the kernel's parent-death signal (SIGTERM); a directory left behind that way
-// is removed by the next PgBouncer's sweep of directories whose owning process is dead.
+// (even by SIGKILL), by the kernel's parent-death signal (SIGTERM); a directory left behind that
+// way is removed by the next PgBouncer's sweep of directories whose owning process is dead.
 //
 // Things a test should know:
 // - The parent-death signal fires when the *thread* that started the PgBouncer exits: create it
@@ -28,8 +28,8 @@ namespace pgdog_reshard::test {
 inline constexpr const char *kPgBouncerTempPrefix = "/tmp/pgdog_reshard_pgbouncer.";
 
 struct PgBouncerOptions {
-  std::string name = "pgbouncer";          // for the temp dir and messages
-  std::string pool_mode = "transaction";   // session | transaction | statement
+  std::string name = "pgbouncer";         // for the temp dir and messages
+  std::string pool_mode = "transaction";  // session | transaction | statement
 };
 
 class PgBouncer {
@@ -66,9 +66,10 @@ class PgBouncer {
 
   std::string render_ini() const;
   void write_config_files();
-  void start();  // one attempt on port_; throws on failure (is_port_clash tells why)
+  bool start();  // one attempt on port_: false if the port was taken, throws on other failures
   void stop() noexcept;
   void cleanup() noexcept;
+  static void cleanup_all_at_exit();  // the atexit handler: every PgBouncer still alive
 };
 
 }  // namespace pgdog_reshard::test

@@ -105,7 +105,7 @@ class Replicate : public ::testing::Test {
 
   // Until the stream confirmed the source's current position: nothing written before is missing.
   bool wait_caught_up(const std::string &task) const {
-    std::string target = source_->value("SELECT pg_current_wal_lsn()");
+    std::string target = source_->value(kCommittedWalEndSql);
     return wait_until([&] {
       return control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task +
                              " AND dropped_at IS NULL AND coalesce(confirmed_lsn, lsn) < '" + target + "'::pg_lsn") == "0";

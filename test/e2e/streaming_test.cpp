@@ -132,7 +132,7 @@ class Streaming : public ::testing::Test {
 
   // Waits until the stream confirmed the source's current position: nothing written before is missing.
   bool wait_caught_up(const std::string &task) const {
-    std::string target = source_->value("SELECT pg_current_wal_lsn()");
+    std::string target = source_->value(kCommittedWalEndSql);
     return wait_until([&] {
       try {
         return control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task +

@@ -124,8 +124,8 @@ TEST(Conninfo, RejectsWhatLibpqRejects) {
 }
 
 TEST(Conninfo, RejectsPortsThatAreNotOnePort) {
-  for (const char *bad : {"port=abc", "port=6432,6433", "port=0", "port=70000", "port=12x",
-                          "port=-1"}) {
+  for (const char *bad :
+       {"port=abc", "port=6432,6433", "port=0", "port=70000", "port=12x", "port=-1"}) {
     Error e = error_of([&] { parse_conninfo(std::string("host=proxy ") + bad); });
     EXPECT_EQ(e.sqlstate(), "22023") << bad;
     EXPECT_TRUE(has(e.what(), "invalid proxy conninfo: port")) << e.what();
@@ -141,17 +141,17 @@ TEST(Conninfo, ErrorsNeverShowThePassword) {
   const char *const cases[] = {
       "host=proxy password=Tops3cretPw bogus=1",
       "host=proxy password=Tops3cretPw bogus",
-      "host=proxy password=Tops3cret Pw",                 // unquoted space: "Pw" has no '='
-      "host=proxy password='Tops3cretPw",                 // unterminated quote
-      "password=x Tops3cretPw=1",                         // a piece of it as a keyword
-      "postgresql://admin:Tops3cretPw@[::1",              // libpq quotes the whole URI
+      "host=proxy password=Tops3cret Pw",     // unquoted space: "Pw" has no '='
+      "host=proxy password='Tops3cretPw",     // unterminated quote
+      "password=x Tops3cretPw=1",             // a piece of it as a keyword
+      "postgresql://admin:Tops3cretPw@[::1",  // libpq quotes the whole URI
       "postgresql://admin:Tops3cretPw@proxy/db?bogus=1",
       "postgresql://admin:Tops3cretPw@proxy/db?sslmode",
       "postgresql://admin:Tops3cretPw@proxy:x/db",
       "postgresql://admin:Tops3cretPw%zz@proxy/db",
       "postgresql://admin@proxy/db?password=Tops3cretPw&bogus=1",
       "host=proxy password=Tops3cretPw port=notaport",
-      "host=proxy password=\"Tops3cretPw\" bogus",        // a double quote in the password
+      "host=proxy password=\"Tops3cretPw\" bogus",  // a double quote in the password
   };
   for (const char *conninfo : cases) {
     Error e = error_of([&] { parse_conninfo(conninfo); });
@@ -298,7 +298,8 @@ TEST(CutoverCommand, KeepsOnlyTheLastLinesOfALongOutput) {
 
 TEST(CutoverCommand, OutputIsMadeSafeForAServerMessage) {
   SimpleTaskContext ctx;
-  Error e = error_of([&] { run_cutover_command("printf 'caf\\303\\251 \\377\\001end'; exit 1", ctx); });
+  Error e =
+      error_of([&] { run_cutover_command("printf 'caf\\303\\251 \\377\\001end'; exit 1", ctx); });
   EXPECT_EQ(e.detail(), "caf\xc3\xa9 ??end");
 }
 
@@ -318,9 +319,8 @@ TEST(CutoverCommand, AnInterruptKillsTheProcessGroup) {
     stop = true;
   });
   const auto started = Clock::now();
-  Error e = error_of([&] {
-    run_cutover_command("sleep 60 & echo $! > " + dir.file("pid") + "; wait", ctx);
-  });
+  Error e = error_of(
+      [&] { run_cutover_command("sleep 60 & echo $! > " + dir.file("pid") + "; wait", ctx); });
   stopper.join();
   EXPECT_EQ(e.sqlstate(), "57014");
   EXPECT_LT(Clock::now() - started, std::chrono::seconds(30));  // not the 60 s of the sleep

@@ -1,0 +1,394 @@
+// Cutover end to end, with a real PgBouncer (transaction pooling) as the proxy: clients route each
+// write by the sharding hash to PgBouncer databases shard_0 and shard_1, which point at the source
+// before the cutover and at the two new shards after it (the cutover_command swaps PgBouncer's ini
+// file, pgdog_reshard RELOADs it). Clients write through the cutover and a rollback: none gets an
+// error, every acknowledged write is in the new cluster after the cutover, writes made after it
+// reach the old cluster through reverse replication, and after the rollback the old cluster has
+// every row and traffic is back on it. Aborts: an unreachable proxy admin, a failing hook, a drain
+// that cannot finish in time; each resumes traffic on the source and leaves the task replicating.
+#include <algorithm>
+#include <atomic>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/pg.h"
+#include "core/sharding.h"
+#include "harness.h"
+#include "pgbouncer.h"
+
+namespace pgdog_reshard::test {
+namespace {
+
+const char *kSchema = R"sql(
+CREATE TABLE items (id bigint PRIMARY KEY, client int NOT NULL, n int NOT NULL, note text);
+CREATE TABLE tags (name text PRIMARY KEY, hits bigint NOT NULL DEFAULT 0);
+CREATE SEQUENCE tickets START 1000;
+INSERT INTO items SELECT g, -1, 0, 'before' FROM generate_series(1, 3000) g;
+INSERT INTO tags VALUES ('a', 0), ('b', 0);
+SELECT nextval('tickets') FROM generate_series(1, 500);
+CREATE PUBLICATION pgdog FOR ALL TABLES;
+)sql";
+
+std::string config(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst) {
+  std::string toml = "[general]\nport = 6432\n\n[[databases]]\nname = \"prod\"\nhost = \"127.0.0.1\"\nport = " +
+                     std::to_string(src.port()) + "\ndatabase_name = \"postgres\"\n\n";
+  for (size_t i = 0; i < dst.size(); i++) {
+    toml += "[[databases]]\nname = \"prod_2x\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(dst[i]->port()) +
+            "\ndatabase_name = \"postgres\"\nshard = " + std::to_string(i) + "\n\n";
+  }
+  return toml + "[[sharded_tables]]\ndatabase = \"prod_2x\"\nname = \"items\"\ncolumn = \"id\"\ndata_type = \"bigint\"\n";
+}
+
+const char *kUsers = "[[users]]\nname = \"postgres\"\ndatabase = \"prod\"\n[[users]]\nname = \"postgres\"\ndatabase = \"prod_2x\"\n";
+
+std::string dsn(const PgInstance &pg) { return "host=127.0.0.1 port=" + std::to_string(pg.port()) + " dbname=postgres"; }
+
+ConnParams bouncer_params(const PgBouncer &bouncer, const std::string &db) {
+  ConnParams p;
+  p.host = bouncer.host();
+  p.port = bouncer.port();
+  p.dbname = db;
+  p.user = "postgres";
+  p.application_name = "cutover_test client";
+  return p;
+}
+
+// Writing clients: each inserts rows with keys of its own and updates them, every statement sent
+// to PgBouncer database shard_<reshard hash of the key>. A key is acknowledged once its INSERT
+// returned; any error is recorded (the proxy must only make writes wait).
+class Writers {
+ public:
+  Writers(const PgBouncer &bouncer, int clients) {
+    for (int c = 0; c < clients; c++) threads_.emplace_back([this, &bouncer, c] { run(bouncer, c); });
+  }
+  ~Writers() { stop(); }
+
+  void stop() {
+    stop_ = true;
+    for (std::thread &t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  std::set<long> acknowledged() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return acked_;
+  }
+  std::vector<std::string> errors() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return errors_;
+  }
+  long count() const { return writes_; }
+  // Waits until `more` writes were acknowledged after now (the clients are moving).
+  bool advance(long more, int timeout_ms = 30000) {
+    long target = writes_ + more;
+    return wait_until([&] { return writes_ >= target; }, timeout_ms);
+  }
+
+ private:
+  void run(const PgBouncer &bouncer, int client) {
+    try {
+      PollWaiter waiter;
+      Connection shard0(bouncer_params(bouncer, "shard_0"), waiter), shard1(bouncer_params(bouncer, "shard_1"), waiter);
+      long next = 1000000L * (client + 1);
+      for (long i = 0; !stop_; i++) {
+        long key = next++;
+        Connection &conn = hash_shard(DataType::Bigint, Key(static_cast<int64_t>(key)), 2) == 0 ? shard0 : shard1;
+        conn.exec("INSERT INTO items VALUES (" + std::to_string(key) + ", " + std::to_string(client) + ", 0, 'w')");
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          acked_.insert(key);
+        }
+        if (i % 3 == 2) conn.exec("UPDATE items SET n = n + 1, note = 'u' WHERE id = " + std::to_string(key));
+        writes_++;
+      }
+    } catch (const std::exception &e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      errors_.push_back(e.what());
+    }
+  }
+
+  std::atomic<bool> stop_{false};
+  std::atomic<long> writes_{0};
+  std::mutex mutex_;
+  std::set<long> acked_;
+  std::vector<std::string> errors_;
+  std::vector<std::thread> threads_;
+};
+
+class Cutover : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InstanceOptions c;
+    c.name = "control";
+    c.preload_extension = true;
+    c.extra_conf = {"synchronous_commit = on"};
+    control_ = std::make_unique<PgInstance>(c);
+    InstanceOptions s;
+    s.name = "source";
+    source_ = std::make_unique<PgInstance>(s);
+    for (int i = 0; i < 2; i++) {
+      InstanceOptions d;
+      d.name = "dst" + std::to_string(i);
+      dests_.push_back(std::make_unique<PgInstance>(d));
+    }
+    source_->exec(kSchema);
+    before_ = {{"shard_0", dsn(*source_)}, {"shard_1", dsn(*source_)}};
+    after_ = {{"shard_0", dsn(*dests_[0])}, {"shard_1", dsn(*dests_[1])}};
+    bouncer_ = std::make_unique<PgBouncer>(before_);
+    // The hook swaps PgBouncer's ini with the one prepared for the other side: run at each switch
+    // point, it points the proxy at the new cluster, and at a rollback back at the old one.
+    write_ini(bouncer_->ini_path() + ".other", after_);
+    std::string ini = bouncer_->ini_path();
+    hook_ = "mv " + ini + " " + ini + ".tmp && mv " + ini + ".other " + ini + " && mv " + ini + ".tmp " + ini + ".other";
+    control_->exec("CREATE EXTENSION pgdog_reshard");
+    control_->exec("SELECT reshard_load_config($t$" + config(*source_, dests_) + "$t$, $u$" + kUsers + "$u$)");
+    set("pgdog_reshard.proxy_admin", bouncer_->admin_conninfo());
+    set("pgdog_reshard.cutover_command", hook_);
+  }
+
+  // PgBouncer's ini with another [databases] section, written beside the live one.
+  void write_ini(const std::string &path, const std::map<std::string, std::string> &databases) {
+    std::ifstream in(bouncer_->ini_path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string section = "[databases]\n";
+    for (const auto &[name, target] : databases) section += name + " = " + target + "\n";
+    size_t start = text.find("[databases]");
+    size_t end = text.find("\n[", start + 1);
+    text = text.substr(0, start) + section + (end == std::string::npos ? "" : text.substr(end + 1));
+    std::ofstream(path) << text;
+    chmod_for_postgres(path);
+  }
+  static void chmod_for_postgres(const std::string &path) { ::chmod(path.c_str(), 0644); }
+
+  void set(const std::string &guc, const std::string &value) const {
+    control_->exec("ALTER SYSTEM SET " + guc + " = $v$" + value + "$v$");
+    control_->exec("SELECT pg_reload_conf()");
+  }
+
+  std::string state(const std::string &task) const {
+    return control_->value("SELECT state || ' ' || coalesce(phase, '') || ' ' || coalesce(error, '') FROM reshard_status WHERE id = " + task);
+  }
+  bool wait_state(const std::string &task, const std::string &want, int ms = 120000) const {
+    wait_until([&] {
+      std::string s = state(task);
+      return s.rfind(want, 0) == 0 || s.rfind("failed", 0) == 0 || s.rfind("cancelled", 0) == 0;
+    }, ms);
+    return state(task).rfind(want, 0) == 0;
+  }
+  std::string cutover_state(const std::string &id) const {
+    return control_->value("SELECT state || ' ' || coalesce(error, '') FROM reshard_cutover WHERE id = " + id);
+  }
+  // Waits for a cutover to end; returns its final state line.
+  std::string finish(const std::string &id, int ms = 60000) const {
+    wait_until([&] {
+      std::string s = cutover_state(id);
+      return s.rfind("done", 0) == 0 || s.rfind("aborted", 0) == 0;
+    }, ms);
+    return cutover_state(id);
+  }
+  std::string start_copy() {
+    std::string task = control_->value("SELECT reshard_copy_data('prod', 'prod_2x', 'pgdog')");
+    EXPECT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
+    return task;
+  }
+
+  // Which server PgBouncer's database `db` reaches now.
+  std::string port_behind(const std::string &db) const {
+    PollWaiter waiter;
+    Connection conn(bouncer_params(*bouncer_, db), waiter);
+    return std::string(conn.exec("SELECT current_setting('port')").value(0, 0));
+  }
+
+  static std::set<long> ids(const PgInstance &pg, const std::string &where = "client >= 0") {
+    std::set<long> out;
+    for (const Row &r : pg.query("SELECT id FROM items WHERE " + where)) out.insert(std::stol(*r[0]));
+    return out;
+  }
+  std::set<long> new_cluster_ids() const {
+    std::set<long> out = ids(*dests_[0]);
+    std::set<long> more = ids(*dests_[1]);
+    out.insert(more.begin(), more.end());
+    return out;
+  }
+  // Up to ten keys of `want` that `have` lacks, and where the source stands on each.
+  std::string missing(const std::set<long> &want, const std::set<long> &have) const {
+    std::string out;
+    int n = 0;
+    for (long k : want) {
+      if (have.count(k) || n++ >= 10) continue;
+      out += std::to_string(k) + (ids(*source_, "id = " + std::to_string(k)).empty() ? " (not on the source) " : " (on the source) ");
+    }
+    return out + "of " + std::to_string(want.size());
+  }
+  static bool contains_all(const std::set<long> &have, const std::set<long> &want) {
+    return std::includes(have.begin(), have.end(), want.begin(), want.end());
+  }
+  // Until the task's streams have confirmed each of their source shards' position as of now
+  // (writes may go on: what was written before the call has arrived).
+  bool wait_caught_up(const std::string &task, int ms = 60000) const {
+    std::vector<std::pair<std::string, std::string>> targets;  // slot's port, source position now
+    for (const Row &r : control_->query("SELECT port FROM reshard_replication_slots WHERE task_id = " + task +
+                                        " AND dropped_at IS NULL")) {
+      for (const PgInstance *pg : {source_.get(), dests_[0].get(), dests_[1].get()}) {
+        if (std::to_string(pg->port()) == *r[0]) targets.emplace_back(*r[0], pg->value(kCommittedWalEndSql));
+      }
+    }
+    return !targets.empty() && wait_until([&] {
+      for (const auto &[port, at] : targets) {
+        if (control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task + " AND port = " +
+                            port + " AND coalesce(confirmed_lsn, lsn) < '" + at + "'::pg_lsn") != "0") {
+          return false;
+        }
+      }
+      return true;
+    }, ms);
+  }
+  // Rows of shard s that PostgreSQL's hash partitioning would put on the other shard.
+  std::string misplaced(int s) const {
+    dests_[s]->exec("CREATE TABLE IF NOT EXISTS oracle (k bigint) PARTITION BY HASH (k)");
+    return dests_[s]->value("SELECT count(*) FROM items WHERE NOT satisfies_hash_partition('oracle'::regclass, 2, " +
+                            std::to_string(s) + ", id)");
+  }
+  static std::vector<std::string> row_hashes(const PgInstance &pg, const std::string &table) {
+    std::vector<std::string> out;
+    for (const Row &r : pg.query("SELECT md5(t::text) FROM " + table + " t")) out.push_back(*r[0]);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  std::unique_ptr<PgInstance> control_, source_;
+  std::vector<std::unique_ptr<PgInstance>> dests_;
+  std::unique_ptr<PgBouncer> bouncer_;
+  std::map<std::string, std::string> before_, after_;
+  std::string hook_;
+};
+
+TEST_F(Cutover, WritesThroughPgBouncerSurviveTheCutoverAndTheRollback) {
+  std::string task = start_copy();
+  Writers writers(*bouncer_, 4);
+  ASSERT_TRUE(writers.advance(200)) << "the clients do not write";
+  EXPECT_EQ(port_behind("shard_1"), std::to_string(source_->port()));
+
+  // Cut over while the clients write.
+  std::string cutover = control_->value("SELECT reshard_cutover(" + task + ")");
+  EXPECT_EQ(finish(cutover), "done ") << control_->log();
+  ASSERT_TRUE(writers.errors().empty()) << writers.errors().front() << "\n" << bouncer_->log();
+  EXPECT_TRUE(wait_state(task, "done")) << state(task);
+  std::set<long> acked = writers.acknowledged();
+  std::set<long> on_new = new_cluster_ids();
+  EXPECT_TRUE(contains_all(on_new, acked)) << "acknowledged writes missing from the new cluster: " << missing(acked, on_new);
+  EXPECT_EQ(port_behind("shard_0"), std::to_string(dests_[0]->port()));
+  EXPECT_EQ(port_behind("shard_1"), std::to_string(dests_[1]->port()));
+  Row c = control_->query("SELECT pause_ms, reverse_task_id, paused_at <= switched_at AND switched_at <= resumed_at"
+                          " FROM reshard_cutover WHERE id = " + cutover).at(0);
+  ASSERT_TRUE(c[0].has_value());
+  EXPECT_GT(std::stod(*c[0]), 0.0);
+  EXPECT_EQ(*c[2], "t");
+  std::string reverse = *c[1];
+  // The configuration now calls the new shards "prod"; the source keeps no slot of the task.
+  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_databases WHERE name = 'prod'"), "2");
+  EXPECT_EQ(source_->value("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgdog_reshard_" + task + "%'"), "0");
+  // Sequences: the new shards hand out no value the source already did.
+  for (auto &d : dests_) EXPECT_GE(std::stol(d->value("SELECT last_value FROM tickets")), 1499);
+  for (int s = 0; s < 2; s++) EXPECT_EQ(misplaced(s), "0") << "shard " << s;
+
+  // Writes made now go to the new cluster and come back to the old one by reverse replication.
+  ASSERT_TRUE(wait_state(reverse, "replicating")) << state(reverse) << control_->log();
+  ASSERT_TRUE(writers.advance(200));
+  ASSERT_TRUE(wait_caught_up(reverse)) << state(reverse) << control_->log();
+  std::set<long> acked_after = writers.acknowledged();
+  EXPECT_GT(acked_after.size(), acked.size());
+  // Every row the new cluster has is on the old one (the reverse stream confirmed its position).
+  EXPECT_TRUE(contains_all(ids(*source_), acked)) << "a write made before the cutover is missing from the old cluster";
+
+  // Roll back while the clients write.
+  std::string rollback = control_->value("SELECT reshard_cutover(" + reverse + ")");
+  EXPECT_EQ(finish(rollback), "done ") << control_->log();
+  ASSERT_TRUE(writers.advance(200));
+  writers.stop();
+  ASSERT_TRUE(writers.errors().empty()) << writers.errors().front() << "\n" << bouncer_->log();
+  EXPECT_EQ(port_behind("shard_0"), std::to_string(source_->port()));
+  EXPECT_EQ(port_behind("shard_1"), std::to_string(source_->port()));
+  EXPECT_TRUE(contains_all(ids(*source_), writers.acknowledged())) << "an acknowledged write is missing from the old cluster";
+  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_databases WHERE name = 'prod'"), "1");
+
+  // The rollback's own reverse replication (old -> new) brings the new cluster level again.
+  std::string again = control_->value("SELECT reverse_task_id FROM reshard_cutover WHERE id = " + rollback);
+  ASSERT_TRUE(wait_state(again, "replicating")) << state(again) << control_->log();
+  ASSERT_TRUE(wait_caught_up(again)) << state(again);
+  std::vector<std::string> merged = row_hashes(*dests_[0], "items"), one = row_hashes(*dests_[1], "items");
+  merged.insert(merged.end(), one.begin(), one.end());
+  std::sort(merged.begin(), merged.end());
+  EXPECT_TRUE(merged == row_hashes(*source_, "items")) << "the new cluster differs from the old one row for row";
+
+  // Stopping the last task leaves no slot or publication of pgdog_reshard anywhere.
+  control_->value("SELECT reshard_stop(" + again + ")");
+  EXPECT_TRUE(wait_state(again, "cancelled")) << state(again);
+  for (const PgInstance *pg : {source_.get(), dests_[0].get(), dests_[1].get()}) {
+    EXPECT_EQ(pg->value("SELECT count(*) FROM pg_replication_slots"), "0") << pg->name();
+    EXPECT_EQ(pg->value("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'pgdog_reshard%'"), "0") << pg->name();
+  }
+}
+
+// Each abort resumes traffic on the source, keeps the task replicating, and says why.
+TEST_F(Cutover, AbortsResumeTrafficOnTheSourceAndKeepReplicating) {
+  std::string task = start_copy();
+  Writers writers(*bouncer_, 2);
+  ASSERT_TRUE(writers.advance(100));
+
+  auto expect_aborted = [&](const std::string &why) {
+    std::string cutover = control_->value("SELECT reshard_cutover(" + task + ")");
+    std::string end = finish(cutover);
+    EXPECT_EQ(end.rfind("aborted", 0), 0u) << end;
+    EXPECT_NE(end.find(why), std::string::npos) << end;
+    EXPECT_EQ(state(task).rfind("replicating", 0), 0u) << state(task);
+    ASSERT_TRUE(writers.advance(100)) << "the clients are still paused";
+    EXPECT_EQ(port_behind("shard_1"), std::to_string(source_->port()));
+    EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_databases WHERE name = 'prod'"), "1");
+    for (auto &d : dests_) {
+      EXPECT_EQ(d->value("SELECT count(*) FROM pg_replication_slots"), "0");
+      EXPECT_EQ(d->value("SELECT count(*) FROM pg_publication"), "0");
+    }
+  };
+
+  // 1. The proxy's admin database is unreachable.
+  set("pgdog_reshard.proxy_admin", "host=127.0.0.1 port=1 dbname=pgbouncer user=postgres password=hunter2");
+  expect_aborted("PAUSE");
+  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_cutover WHERE error LIKE '%hunter2%'"), "0");
+  // 2. The hook fails.
+  set("pgdog_reshard.proxy_admin", bouncer_->admin_conninfo());
+  set("pgdog_reshard.cutover_command", "echo no such ini >&2; exit 3");
+  expect_aborted("exit code 3");
+  // 3. The drain cannot finish in time: every stream worker of the task is held back.
+  set("pgdog_reshard.cutover_command", hook_);
+  set("pgdog_reshard.cutover_timeout", "300");
+  for (auto &d : dests_) d->exec("ALTER SYSTEM SET default_transaction_read_only = on");
+  for (auto &d : dests_) d->exec("SELECT pg_reload_conf()");
+  source_->exec("UPDATE tags SET hits = hits + 1");
+  expect_aborted("cutover_timeout");
+  for (auto &d : dests_) d->exec("ALTER SYSTEM RESET default_transaction_read_only");
+  for (auto &d : dests_) d->exec("SELECT pg_reload_conf()");
+
+  writers.stop();
+  ASSERT_TRUE(writers.errors().empty()) << writers.errors().front() << "\n" << bouncer_->log();
+  // Nothing was lost: the task catches up and the new cluster holds every acknowledged write.
+  ASSERT_TRUE(wait_caught_up(task)) << state(task);
+  EXPECT_TRUE(contains_all(new_cluster_ids(), writers.acknowledged()));
+  // And a cutover now succeeds.
+  set("pgdog_reshard.cutover_timeout", "10000");
+  std::string cutover = control_->value("SELECT reshard_cutover(" + task + ")");
+  EXPECT_EQ(finish(cutover), "done ") << control_->log();
+}
+
+}  // namespace
+}  // namespace pgdog_reshard::test
