@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stops the PostgreSQL servers the e2e harness left behind and removes their directories
-# (/tmp/pgdog_reshard_test.*). The harness cleans up after itself on exit and on fatal signals;
+# Stops the PostgreSQL servers and PgBouncers the e2e harness left behind and removes their
+# directories (/tmp/pgdog_reshard_test.*, /tmp/pgdog_reshard_pgbouncer.*). The harness cleans up after itself on exit and on fatal signals;
 # this is for what nothing inside a process can handle: SIGKILL, a CI timeout, a power cut.
 #
 #   cleanup-stale.sh                     everything under the prefix: run it when no e2e test runs (CI)
@@ -86,9 +86,21 @@ for _ in $(seq 100); do
 done
 for pid in "${!victims[@]}"; do is_postgres "$pid" && kill -KILL "$pid" 2>/dev/null; done
 
+# PgBouncers of the harness (test/e2e/pgbouncer.cpp): their own prefix and pid file.
+bouncers=0
+for dir in /tmp/pgdog_reshard_pgbouncer.*/; do
+  dir=${dir%/}
+  if $dead_owners_only && owner_alive "$dir"; then continue; fi
+  pid=$(head -n 1 "$dir/pgbouncer.pid" 2>/dev/null)
+  if [[ $pid =~ ^[0-9]+$ ]] && [[ $(proc_state "$pid" 2>/dev/null) == [!ZX]" pgbouncer" ]]; then
+    kill -KILL "$pid" 2>/dev/null && bouncers=$((bouncers + 1))
+  fi
+  dirs+=("$dir")
+done
+
 removed=0
 for dir in "${dirs[@]}"; do
   rm -rf -- "$dir" && removed=$((removed + 1))
 done
-echo "cleanup-stale: stopped ${#victims[@]} server(s), removed $removed director$( ((removed == 1)) && echo y || echo ies) under ${prefix}*"
+echo "cleanup-stale: stopped ${#victims[@]} server(s) and $bouncers pgbouncer(s), removed $removed director$( ((removed == 1)) && echo y || echo ies) under ${prefix}*"
 exit 0
