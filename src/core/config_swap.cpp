@@ -217,7 +217,10 @@ void sync_directory(const std::string &path) {
 void copy_access(int fd, const struct stat *like, const std::string &temp) {
   if (!like) return;
   if (::fchmod(fd, like->st_mode & 07777) != 0) io_fail("set the permissions of", temp, errno);
-  if (::fchown(fd, like->st_uid, like->st_gid) != 0) (void)::fchown(fd, static_cast<uid_t>(-1), like->st_gid);
+  if (::fchown(fd, like->st_uid, like->st_gid) == 0) return;
+  // Best effort: a refusal leaves the writer's group, which only matters to who may read it.
+  int group_only = ::fchown(fd, static_cast<uid_t>(-1), like->st_gid);
+  static_cast<void>(group_only);
 }
 
 // Writes content to a temporary file beside path and renames it over path; the temporary file is
