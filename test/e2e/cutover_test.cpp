@@ -20,7 +20,10 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <poll.h>
 
+#include "core/config.h"
 #include "core/pg.h"
 #include "core/sharding.h"
 #include "harness.h"
@@ -388,6 +391,128 @@ TEST_F(Cutover, AbortsResumeTrafficOnTheSourceAndKeepReplicating) {
   set("pgdog_reshard.cutover_timeout", "10000");
   std::string cutover = control_->value("SELECT reshard_cutover(" + task + ")");
   EXPECT_EQ(finish(cutover), "done ") << control_->log();
+}
+
+// A passive proxy: LISTEN pgdog_reshard on the control node, acknowledge 'paused' after the pause
+// event and 'switched' after the switch event (unless told not to), and keep every event's name.
+class PassiveProxy {
+ public:
+  PassiveProxy(const PgInstance &control, bool acknowledge) : control_(control), acknowledge_(acknowledge) {
+    conn_ = PQconnectdb(control.conninfo().c_str());
+    PGresult *r = PQexec(conn_, "LISTEN pgdog_reshard");
+    PQclear(r);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~PassiveProxy() {
+    stop_ = true;
+    thread_.join();
+    PQfinish(conn_);
+  }
+  std::vector<std::string> events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+  std::vector<std::string> payloads() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return payloads_;
+  }
+
+ private:
+  void run() {
+    while (!stop_) {
+      pollfd fd{PQsocket(conn_), POLLIN, 0};
+      poll(&fd, 1, 50);
+      PQconsumeInput(conn_);
+      while (PGnotify *n = PQnotifies(conn_)) {
+        std::string payload = n->extra;
+        PQfreemem(n);
+        std::string event = field(payload, "event"), task = number(payload, "task");
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          events_.push_back(event);
+          payloads_.push_back(payload);
+        }
+        if (!acknowledge_) continue;
+        if (event == "pause") control_.exec("SELECT reshard_cutover_ack(" + task + ", 'paused')");
+        if (event == "switch") control_.exec("SELECT reshard_cutover_ack(" + task + ", 'switched')");
+      }
+    }
+  }
+  static std::string field(const std::string &json, const std::string &key) {
+    size_t at = json.find("\"" + key + "\": \"");
+    if (at == std::string::npos) return "";
+    at += key.size() + 5;
+    return json.substr(at, json.find('"', at) - at);
+  }
+  static std::string number(const std::string &json, const std::string &key) {
+    size_t at = json.find("\"" + key + "\": ");
+    if (at == std::string::npos) return "";
+    at += key.size() + 4;
+    return json.substr(at, json.find_first_of(",}", at) - at);
+  }
+
+  const PgInstance &control_;
+  bool acknowledge_;
+  PGconn *conn_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mutex_;
+  std::vector<std::string> events_, payloads_;
+};
+
+// Signalling without an admin database: NOTIFY events in order, acknowledged by the proxy through
+// reshard_cutover_ack (awaited with cutover_wait_for_ack); with cutover_save_config, the swapped
+// pgdog.toml replaces config_file atomically and the old one is kept beside it. A proxy that never
+// acknowledges makes the cutover abort at cutover_timeout.
+TEST_F(Cutover, PassiveProxyFollowsNotifyAcknowledgesAndGetsTheSavedConfig) {
+  std::string original = config(*source_, dests_);
+  std::string file = bouncer_->base_dir() + "/pgdog.toml";
+  std::ofstream(file) << original;
+  chmod_for_postgres(file);
+  set("pgdog_reshard.proxy_admin", "");
+  set("pgdog_reshard.cutover_command", "");
+  set("pgdog_reshard.cutover_wait_for_ack", "on");
+  set("pgdog_reshard.cutover_save_config", "on");
+  set("pgdog_reshard.config_file", file);
+  set("pgdog_reshard.cutover_timeout", "2000");
+  std::string task = start_copy();
+
+  {
+    PassiveProxy silent(*control_, false);
+    std::string cutover = control_->value("SELECT reshard_cutover(" + task + ")");
+    std::string end = finish(cutover);
+    EXPECT_EQ(end.rfind("aborted", 0), 0u) << end;
+    EXPECT_NE(end.find("reshard_cutover_ack"), std::string::npos) << end;
+    wait_until([&] { return silent.events().size() >= 2; });
+    EXPECT_EQ(silent.events(), (std::vector<std::string>{"pause", "abort"}));
+    std::ifstream in(file);
+    EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), original)
+        << "an aborted cutover left config_file changed";
+  }
+  EXPECT_EQ(state(task).rfind("replicating", 0), 0u) << state(task);
+
+  PassiveProxy proxy(*control_, true);
+  std::string cutover = control_->value("SELECT reshard_cutover(" + task + ")");
+  EXPECT_EQ(finish(cutover), "done ") << control_->log();
+  wait_until([&] { return proxy.events().size() >= 4; });
+  EXPECT_EQ(proxy.events(), (std::vector<std::string>{"pause", "switch", "resume", "done"}));
+  for (const std::string &payload : proxy.payloads()) {
+    EXPECT_NE(payload.find("\"task\": " + task), std::string::npos) << payload;
+    EXPECT_NE(payload.find("\"source\": \"prod\""), std::string::npos) << payload;
+  }
+  EXPECT_EQ(control_->value("SELECT (acks ? 'paused') AND (acks ? 'switched') AND pause_ms > 0 FROM reshard_cutover"
+                            " WHERE id = " + cutover),
+            "t");
+  // The saved file is PgDog's config with the clusters exchanged; the old one is kept.
+  std::ifstream saved(file), backup(file + ".pgdog_reshard.bak");
+  std::string saved_text((std::istreambuf_iterator<char>(saved)), std::istreambuf_iterator<char>());
+  std::string backup_text((std::istreambuf_iterator<char>(backup)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(backup_text, original);
+  Config swapped = parse_config(saved_text, std::string(kUsers));
+  EXPECT_EQ(swapped.shard_count("prod"), 2);
+  EXPECT_EQ(swapped.shard_count("prod_2x"), 1);
+  EXPECT_EQ(swapped.primary("prod", 1).port, dests_[1]->port());
+  EXPECT_EQ(swapped.rules_for("prod").size(), 1u);
 }
 
 }  // namespace

@@ -431,15 +431,6 @@ int probe_free_port() {
   return port;
 }
 
-// Free now; someone may still take it before the server binds it, hence the retries in start().
-int pick_free_port() {
-  std::lock_guard<std::mutex> lock(g_port_mutex);
-  for (int i = 0; i < 50; ++i) {
-    const int port = probe_free_port();
-    if (g_ports_handed_out.insert(port).second) return port;
-  }
-  throw std::runtime_error("no free loopback port found");
-}
 
 bool is_port_clash(const std::string &log) {
   return contains(log, "Address already in use") || contains(log, "could not create any TCP/IP sockets");
@@ -670,6 +661,16 @@ ServerError::ServerError(std::string code, std::string msg, std::string det, std
       message(std::move(msg)),
       detail(std::move(det)),
       hint(std::move(hnt)) {}
+
+// Free now; someone may still take it before the server binds it, hence the retries in start().
+int pick_free_port() {
+  std::lock_guard<std::mutex> lock(g_port_mutex);
+  for (int i = 0; i < 50; ++i) {
+    const int port = probe_free_port();
+    if (g_ports_handed_out.insert(port).second) return port;
+  }
+  throw std::runtime_error("no free loopback port found");
+}
 
 bool wait_until(const std::function<bool()> &probe, int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);

@@ -115,6 +115,10 @@ inline constexpr const char *kCommittedWalEndSql =
     " current_setting('wal_block_size')::numeric AS blk,"
     " (SELECT setting::numeric FROM pg_settings WHERE name = 'wal_segment_size') AS seg) s";
 
+// A loopback port nothing listens on now and that this process has not handed out before (the
+// caller retries on another if a server's bind still fails).
+int pick_free_port();
+
 // Polls `probe` every 50 ms until it returns true or timeout_ms passes; returns the last result.
 bool wait_until(const std::function<bool()> &probe, int timeout_ms = 10000);
 

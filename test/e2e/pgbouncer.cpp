@@ -146,24 +146,6 @@ std::string describe_status(int status) {
   return "status " + std::to_string(status);
 }
 
-int probe_free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  const int saved_errno = errno;
-  close(fd);
-  if (port < 0) throw std::system_error(saved_errno, std::generic_category(), "bind 127.0.0.1:0");
-  return port;
-}
-
 // Between fork and exec only async-signal-safe calls: other threads may hold locks.
 [[noreturn]] void exec_pgbouncer(char *const *argv, const char *cwd, int out_fd, pid_t parent,
                                  const std::optional<OsUser> &user) {
@@ -309,7 +291,7 @@ PgBouncer::PgBouncer(std::map<std::string, std::string> databases, PgBouncerOpti
     write_owned_file(base_dir_ + "/userlist.txt", std::string("\"") + kAdminUser + "\" \"\"\n");
     std::string failure;
     for (int attempt = 1; attempt <= kStartAttempts; ++attempt) {
-      port_ = probe_free_port();
+      port_ = pick_free_port();
       write_config_files();
       if (start()) return;
       failure += "port " + std::to_string(port_) + " was taken; ";
