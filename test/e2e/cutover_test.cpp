@@ -147,7 +147,13 @@ class Cutover : public ::testing::Test {
     source_->exec(kSchema);
     before_ = {{"shard_0", dsn(*source_)}, {"shard_1", dsn(*source_)}};
     after_ = {{"shard_0", dsn(*dests_[0])}, {"shard_1", dsn(*dests_[1])}};
-    bouncer_ = std::make_unique<PgBouncer>(before_);
+    // Pools of a fixed size, opened ahead: PgBouncer fails the next client of a pool fast ("server
+    // login has been failing") when a PAUSE closed a server while it was logging in, so servers
+    // should not be opened on demand at the moment a cutover pauses (see the README).
+    PgBouncerOptions pools;
+    pools.default_pool_size = 4;
+    pools.min_pool_size = 4;
+    bouncer_ = std::make_unique<PgBouncer>(before_, pools);
     // The hook swaps PgBouncer's ini with the one prepared for the other side: run at each switch
     // point, it points the proxy at the new cluster, and at a rollback back at the old one.
     write_ini(bouncer_->ini_path() + ".other", after_);

@@ -30,6 +30,8 @@ inline constexpr const char *kPgBouncerTempPrefix = "/tmp/pgdog_reshard_pgbounce
 struct PgBouncerOptions {
   std::string name = "pgbouncer";         // for the temp dir and messages
   std::string pool_mode = "transaction";  // session | transaction | statement
+  int default_pool_size = 20;
+  int min_pool_size = 0;  // servers kept open per pool (PgBouncer refills them in the background)
 };
 
 class PgBouncer {
