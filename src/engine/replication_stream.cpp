@@ -155,17 +155,15 @@ class Stream {
     if (after != before) unreported_ = true;
   }
 
-  // The flushed position goes to the observer (a catalog write) and to the source at most every
-  // report_interval_ms (0: after every commit). The loop wakes at least every wait_ms, so a
-  // position is never held back for long; a restart from an older one replays what followed.
+  // A new flushed position (a commit, or an idle keepalive's) goes to the observer (a catalog
+  // write) and to the source at once: a restart replays what followed the persisted position,
+  // which is harmless only for tables with a key (an INSERT into a REPLICA IDENTITY FULL table
+  // would be a second row), so that window stays as small as it can.
   void report_progress() {
     if (!unreported_) return;
-    Clock::time_point now = Clock::now();
-    if (now - last_report_ < std::chrono::milliseconds(request_.report_interval_ms)) return;
     observer_.flushed(applier_.flushed(), clock_.last_commit_time);
     send_status(false);
     unreported_ = false;
-    last_report_ = now;
   }
 
   void send_status(bool reply) {
@@ -183,7 +181,6 @@ class Stream {
   PgOutputDecoder decoder_;
   std::unique_ptr<Connection> conn_;
   Clock::time_point last_status_;
-  Clock::time_point last_report_;
   bool pending_ = false;     // changes received since the last commit
   bool unreported_ = false;  // a flushed position not yet reported
 };

@@ -34,10 +34,6 @@ struct StreamRequest {
   // Standby status updates, each asking for a reply, at least this often: the reply's position
   // keeps the lag fresh and lets an idle stream confirm the source's current position.
   int status_interval_ms = 100;
-  // A new flushed position is reported at most this often. 0, the default: after every commit,
-  // because a replay after a crash is harmless only for tables with a key: an INSERT into a
-  // REPLICA IDENTITY FULL table is replayed as a second row, so the window must stay small.
-  int report_interval_ms = 0;
   bool binary = true;  // binary values when every published column's type allows (else text)
 };
 

@@ -66,6 +66,9 @@ class DeadlineContext : public TaskContext {
   std::string doing_ = "cutting over";
 };
 
+// The proxies' admin databases, as pgdog_reshard.proxy_admin names them now.
+std::vector<ConnParams> configured_proxies() { return parse_proxy_admin(guc_proxy_admin ? guc_proxy_admin : ""); }
+
 struct CreatedObject {
   int shard = 0;
   ConnParams params;
@@ -83,7 +86,7 @@ class Cutover {
   CutoverOutcome run() {
     log("cutover " + std::to_string(id_) + " started: " + task_.source + " -> " + task_.destination);
     try {
-      proxies_.emplace(parse_proxy_admin(guc_proxy_admin ? guc_proxy_admin : ""), timed_);
+      proxies_.emplace(configured_proxies(), timed_);
       wait_for_lag();
       pause();
       drain();
@@ -171,13 +174,14 @@ class Cutover {
     });
     paused_ = true;  // from here on an abort resumes the proxy
     proxies_->pause();
-    if (guc_cutover_wait_for_ack) wait_for_ack("paused");
+    if (guc_cutover_wait_for_ack) wait_for_ack("paused", timed_);
     in_transaction([&] { cutover_step(id_, "draining", "paused_at"); });
   }
 
-  void wait_for_ack(const std::string &ack) {
-    doing("waiting for reshard_cutover_ack(" + std::to_string(task_.id) + ", '" + ack + "')");
-    while (!in_transaction([&] { return cutover_acked(id_, ack); })) timed_.sleep_ms(10);
+  // Until a passive proxy acknowledged `ack`, or ctx's deadline.
+  void wait_for_ack(const std::string &ack, DeadlineContext &ctx) {
+    ctx.doing("waiting for reshard_cutover_ack(" + std::to_string(task_.id) + ", '" + ack + "')");
+    while (!in_transaction([&] { return cutover_acked(id_, ack); })) ctx.sleep_ms(10);
   }
 
   // Writes have stopped: every stream must confirm its source's position as of now. (Should WAL
@@ -292,12 +296,10 @@ class Cutover {
     DeadlineContext acks(cleanup);
     acks.start(Clock::now() + std::chrono::milliseconds(guc_cutover_timeout_ms));
     if (guc_cutover_wait_for_ack) {
-      attempt("waiting for the switched acknowledgement", [&] {
-        while (!in_transaction([&] { return cutover_acked(id_, "switched"); })) acks.sleep_ms(10);
-      });
+      attempt("waiting for the switched acknowledgement", [&] { wait_for_ack("switched", acks); });
     }
     attempt("dropping the source's slots", [&] { hooks_.drop_source_slots(); });
-    attempt("resuming the proxy", [&] { ProxyAdmin(parse_proxy_admin(guc_proxy_admin ? guc_proxy_admin : ""), cleanup).resume(); });
+    attempt("resuming the proxy", [&] { ProxyAdmin(configured_proxies(), cleanup).resume(); });
     in_transaction([&] {
       cutover_step(id_, "resuming", "resumed_at");
       notify_proxy(payload("resume"));
@@ -330,7 +332,7 @@ class Cutover {
     }
     if (paused_) {
       attempt("resuming the proxy", [&] {
-        ProxyAdmin proxies(parse_proxy_admin(guc_proxy_admin ? guc_proxy_admin : ""), cleanup);
+        ProxyAdmin proxies(configured_proxies(), cleanup);
         if (reloaded_) proxies.reload();
         proxies.resume();
       });
