@@ -28,6 +28,7 @@
 #include "core/sharding.h"
 #include "harness.h"
 #include "pgbouncer.h"
+#include "reshard_cluster.h"
 
 namespace pgdog_reshard::test {
 namespace {
@@ -128,23 +129,10 @@ class Writers {
   std::vector<std::thread> threads_;
 };
 
-class Cutover : public ::testing::Test {
+class Cutover : public ReshardCluster {
  protected:
   void SetUp() override {
-    InstanceOptions c;
-    c.name = "control";
-    c.preload_extension = true;
-    c.extra_conf = {"synchronous_commit = on"};
-    control_ = std::make_unique<PgInstance>(c);
-    InstanceOptions s;
-    s.name = "source";
-    source_ = std::make_unique<PgInstance>(s);
-    for (int i = 0; i < 2; i++) {
-      InstanceOptions d;
-      d.name = "dst" + std::to_string(i);
-      dests_.push_back(std::make_unique<PgInstance>(d));
-    }
-    source_->exec(kSchema);
+    start_cluster(kSchema, {"synchronous_commit = on"});
     before_ = {{"shard_0", dsn(*source_)}, {"shard_1", dsn(*source_)}};
     after_ = {{"shard_0", dsn(*dests_[0])}, {"shard_1", dsn(*dests_[1])}};
     // Pools of a fixed size, opened ahead: PgBouncer fails the next client of a pool fast ("server
@@ -159,8 +147,7 @@ class Cutover : public ::testing::Test {
     write_ini(bouncer_->ini_path() + ".other", after_);
     std::string ini = bouncer_->ini_path();
     hook_ = "mv " + ini + " " + ini + ".tmp && mv " + ini + ".other " + ini + " && mv " + ini + ".tmp " + ini + ".other";
-    control_->exec("CREATE EXTENSION pgdog_reshard");
-    control_->exec("SELECT reshard_load_config($t$" + config(*source_, dests_) + "$t$, $u$" + kUsers + "$u$)");
+    load_config(config(*source_, dests_), kUsers);
     set("pgdog_reshard.proxy_admin", bouncer_->admin_conninfo());
     set("pgdog_reshard.cutover_command", hook_);
   }
@@ -184,16 +171,6 @@ class Cutover : public ::testing::Test {
     control_->exec("SELECT pg_reload_conf()");
   }
 
-  std::string state(const std::string &task) const {
-    return control_->value("SELECT state || ' ' || coalesce(phase, '') || ' ' || coalesce(error, '') FROM reshard_status WHERE id = " + task);
-  }
-  bool wait_state(const std::string &task, const std::string &want, int ms = 120000) const {
-    wait_until([&] {
-      std::string s = state(task);
-      return s.rfind(want, 0) == 0 || s.rfind("failed", 0) == 0 || s.rfind("cancelled", 0) == 0;
-    }, ms);
-    return state(task).rfind(want, 0) == 0;
-  }
   std::string cutover_state(const std::string &id) const {
     return control_->value("SELECT state || ' ' || coalesce(error, '') FROM reshard_cutover WHERE id = " + id);
   }
@@ -242,41 +219,14 @@ class Cutover : public ::testing::Test {
   static bool contains_all(const std::set<long> &have, const std::set<long> &want) {
     return std::includes(have.begin(), have.end(), want.begin(), want.end());
   }
-  // Until the task's streams have confirmed each of their source shards' position as of now
-  // (writes may go on: what was written before the call has arrived).
-  bool wait_caught_up(const std::string &task, int ms = 60000) const {
-    std::vector<std::pair<std::string, std::string>> targets;  // slot's port, source position now
-    for (const Row &r : control_->query("SELECT port FROM reshard_replication_slots WHERE task_id = " + task +
-                                        " AND dropped_at IS NULL")) {
-      for (const PgInstance *pg : {source_.get(), dests_[0].get(), dests_[1].get()}) {
-        if (std::to_string(pg->port()) == *r[0]) targets.emplace_back(*r[0], pg->value(kCommittedWalEndSql));
-      }
-    }
-    return !targets.empty() && wait_until([&] {
-      for (const auto &[port, at] : targets) {
-        if (control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task + " AND port = " +
-                            port + " AND coalesce(confirmed_lsn, lsn) < '" + at + "'::pg_lsn") != "0") {
-          return false;
-        }
-      }
-      return true;
-    }, ms);
-  }
   // Rows of shard s that PostgreSQL's hash partitioning would put on the other shard.
   std::string misplaced(int s) const {
     dests_[s]->exec("CREATE TABLE IF NOT EXISTS oracle (k bigint) PARTITION BY HASH (k)");
     return dests_[s]->value("SELECT count(*) FROM items WHERE NOT satisfies_hash_partition('oracle'::regclass, 2, " +
                             std::to_string(s) + ", id)");
   }
-  static std::vector<std::string> row_hashes(const PgInstance &pg, const std::string &table) {
-    std::vector<std::string> out;
-    for (const Row &r : pg.query("SELECT md5(t::text) FROM " + table + " t")) out.push_back(*r[0]);
-    std::sort(out.begin(), out.end());
-    return out;
-  }
 
-  std::unique_ptr<PgInstance> control_, source_;
-  std::vector<std::unique_ptr<PgInstance>> dests_;
+
   std::unique_ptr<PgBouncer> bouncer_;
   std::map<std::string, std::string> before_, after_;
   std::string hook_;

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "harness.h"
+#include "reshard_cluster.h"
 
 namespace pgdog_reshard::test {
 namespace {
@@ -66,36 +67,11 @@ std::string config(const PgInstance &src, const std::vector<std::unique_ptr<PgIn
 
 const char *kUsers = "[[users]]\nname = \"postgres\"\ndatabase = \"prod\"\n[[users]]\nname = \"postgres\"\ndatabase = \"prod_new\"\n";
 
-class Replicate : public ::testing::Test {
+class Replicate : public ReshardCluster {
  protected:
   void SetUp() override {
-    InstanceOptions c;
-    c.name = "control";
-    c.preload_extension = true;
-    control_ = std::make_unique<PgInstance>(c);
-    InstanceOptions s;
-    s.name = "source";
-    source_ = std::make_unique<PgInstance>(s);
-    for (int i = 0; i < 2; i++) {
-      InstanceOptions d;
-      d.name = "dst" + std::to_string(i);
-      dests_.push_back(std::make_unique<PgInstance>(d));
-    }
-    source_->exec(kSchema);
-    control_->exec("CREATE EXTENSION pgdog_reshard");
-    control_->exec("SELECT reshard_load_config($t$" + config(*source_, dests_) + "$t$, $u$" + kUsers + "$u$)");
-  }
-
-  std::string state(const std::string &task) const {
-    return control_->value("SELECT state || ' ' || coalesce(phase, '') || ' ' || coalesce(error, '') FROM reshard_status WHERE id = " + task);
-  }
-
-  bool wait_state(const std::string &task, const std::string &want, int ms = 120000) const {
-    wait_until([&] {
-      std::string s = state(task);
-      return s.rfind(want, 0) == 0 || s.rfind("failed", 0) == 0 || s.rfind("cancelled", 0) == 0;
-    }, ms);
-    return state(task).rfind(want, 0) == 0;
+    start_cluster(kSchema);
+    load_config(config(*source_, dests_), kUsers);
   }
 
   void schema_pre() const {
@@ -103,36 +79,20 @@ class Replicate : public ::testing::Test {
     ASSERT_TRUE(wait_state(pre, "done")) << state(pre) << control_->log();
   }
 
-  // Until the stream confirmed the source's current position: nothing written before is missing.
-  bool wait_caught_up(const std::string &task) const {
-    std::string target = source_->value(kCommittedWalEndSql);
-    return wait_until([&] {
-      return control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task +
-                             " AND dropped_at IS NULL AND coalesce(confirmed_lsn, lsn) < '" + target + "'::pg_lsn") == "0";
-    }, 60000);
-  }
-
-  std::vector<std::string> hashes(const PgInstance &pg, const std::string &table, const std::string &where = "true") const {
-    std::vector<std::string> out;
-    for (const Row &r : pg.query("SELECT md5(x::text) FROM " + table + " x WHERE " + where)) out.push_back(*r[0]);
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-
   // The destinations hold exactly the source rows `new_rows` selects (what was written while the task
   // streamed): sharded tables split across the shards as satisfies_hash_partition says, omnisharded
   // ones whole on every shard.
   void expect_streamed(const Checked &t, const std::string &new_rows) const {
     SCOPED_TRACE(t.table);
-    std::vector<std::string> expected = hashes(*source_, t.table, new_rows);
+    std::vector<std::string> expected = row_hashes(*source_, t.table, new_rows);
     EXPECT_FALSE(expected.empty());
     if (t.key[0] == '\0') {
-      for (auto &d : dests_) EXPECT_TRUE(hashes(*d, t.table) == expected) << "omnisharded table differs on a shard";
+      for (auto &d : dests_) EXPECT_TRUE(row_hashes(*d, t.table) == expected) << "omnisharded table differs on a shard";
       return;
     }
     std::vector<std::string> actual;
     for (size_t i = 0; i < dests_.size(); i++) {
-      auto h = hashes(*dests_[i], t.table);
+      auto h = row_hashes(*dests_[i], t.table);
       EXPECT_FALSE(h.empty()) << "shard " << i;
       actual.insert(actual.end(), h.begin(), h.end());
       dests_[i]->exec(std::string("CREATE TABLE IF NOT EXISTS oracle_") + t.key_type + " (k " + t.key_type + ") PARTITION BY HASH (k)");
@@ -154,9 +114,6 @@ class Replicate : public ::testing::Test {
                               " AND dropped_at IS NULL"),
               "0");
   }
-
-  std::unique_ptr<PgInstance> control_, source_;
-  std::vector<std::unique_ptr<PgInstance>> dests_;
 };
 
 TEST_F(Replicate, StreamsChangesWithoutCopying) {

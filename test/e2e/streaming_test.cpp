@@ -13,6 +13,7 @@
 
 #include "core/pg.h"
 #include "harness.h"
+#include "reshard_cluster.h"
 
 namespace pgdog_reshard::test {
 namespace {
@@ -94,73 +95,24 @@ void write_load(const PgInstance &src, int client, std::atomic<bool> &stop, std:
   }
 }
 
-class Streaming : public ::testing::Test {
+class Streaming : public ReshardCluster {
  protected:
   void SetUp() override {
-    InstanceOptions c;
-    c.name = "control";
-    c.preload_extension = true;
-    c.extra_conf = {"synchronous_commit = on"};
-    control_ = std::make_unique<PgInstance>(c);
-    InstanceOptions s;
-    s.name = "source";
-    source_ = std::make_unique<PgInstance>(s);
-    for (int i = 0; i < 2; i++) {
-      InstanceOptions d;
-      d.name = "dst" + std::to_string(i);
-      dests_.push_back(std::make_unique<PgInstance>(d));
-    }
-    source_->exec(kSchema);
-    control_->exec("CREATE EXTENSION pgdog_reshard");
-    control_->exec("SELECT reshard_load_config($t$" + config(*source_, dests_) + "$t$, $u$" + kUsers + "$u$)");
-  }
-
-  std::string state(const std::string &task) const {
-    return control_->value("SELECT state || ' ' || coalesce(phase, '') || ' ' || coalesce(error, '') FROM reshard_status WHERE id = " + task);
-  }
-
-  bool wait_state(const std::string &task, const std::string &want, int ms = 180000) const {
-    return wait_until([&] {
-      try {
-        std::string s = state(task);
-        return s.rfind(want, 0) == 0 || s.rfind("failed", 0) == 0;
-      } catch (const std::exception &) {
-        return false;  // the control node may be restarting
-      }
-    }, ms) && state(task).rfind(want, 0) == 0;
-  }
-
-  // Waits until the stream confirmed the source's current position: nothing written before is missing.
-  bool wait_caught_up(const std::string &task) const {
-    std::string target = source_->value(kCommittedWalEndSql);
-    return wait_until([&] {
-      try {
-        return control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task +
-                               " AND coalesce(confirmed_lsn, lsn) < '" + target + "'::pg_lsn") == "0";
-      } catch (const std::exception &) {
-        return false;
-      }
-    }, 120000);
-  }
-
-  std::vector<std::string> hashes(const PgInstance &pg, const char *table) const {
-    std::vector<std::string> out;
-    for (const Row &r : pg.query(std::string("SELECT md5(x::text) FROM ") + table + " x")) out.push_back(*r[0]);
-    std::sort(out.begin(), out.end());
-    return out;
+    start_cluster(kSchema, {"synchronous_commit = on"});
+    load_config(config(*source_, dests_), kUsers);
   }
 
   void expect_identical() const {
     for (const Checked &t : kTables) {
       SCOPED_TRACE(t.table);
-      std::vector<std::string> expected = hashes(*source_, t.table);
+      std::vector<std::string> expected = row_hashes(*source_, t.table);
       if (t.key[0] == '\0') {
-        for (auto &d : dests_) EXPECT_TRUE(hashes(*d, t.table) == expected) << "omnisharded table differs on a shard";
+        for (auto &d : dests_) EXPECT_TRUE(row_hashes(*d, t.table) == expected) << "omnisharded table differs on a shard";
         continue;
       }
       std::vector<std::string> actual;
       for (auto &d : dests_) {
-        auto h = hashes(*d, t.table);
+        auto h = row_hashes(*d, t.table);
         actual.insert(actual.end(), h.begin(), h.end());
       }
       std::sort(actual.begin(), actual.end());
@@ -176,8 +128,6 @@ class Streaming : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<PgInstance> control_, source_;
-  std::vector<std::unique_ptr<PgInstance>> dests_;
 };
 
 struct Load {
@@ -200,25 +150,25 @@ struct Load {
 TEST_F(Streaming, ChangesDuringAndAfterTheCopyArriveExactlyOnce) {
   Load load(*source_, 4);
   std::string task = control_->value("SELECT reshard_copy_data('prod', 'prod_new', 'pgdog')");
-  ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
+  ASSERT_TRUE(wait_state(task, "replicating", 180000)) << state(task) << control_->log();
   // A TRUNCATE in the stream, then more load after the copy.
   source_->exec("TRUNCATE scratch");
   source_->exec("INSERT INTO scratch SELECT g, g FROM generate_series(1, 300) g");
   wait_until([&] { return load.writes > 3000; }, 30000);
   load.finish();
-  ASSERT_TRUE(wait_caught_up(task)) << control_->log();
+  ASSERT_TRUE(wait_caught_up(task, 120000)) << control_->log();
   EXPECT_GT(load.writes.load(), 500);
   expect_identical();
   EXPECT_EQ(control_->value("SELECT lag_bytes FROM reshard_status WHERE id = " + task), "0");
   EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task + " AND last_commit_at IS NOT NULL"), "1");
   control_->value("SELECT reshard_stop(" + task + ")");
-  EXPECT_TRUE(wait_state(task, "cancelled"));
+  EXPECT_TRUE(wait_state(task, "cancelled", 180000));
 }
 
 TEST_F(Streaming, KilledStreamWorkerAndRestartedControlNodeLoseNothing) {
   Load load(*source_, 4);
   std::string task = control_->value("SELECT reshard_copy_data('prod', 'prod_new', 'pgdog')");
-  ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
+  ASSERT_TRUE(wait_state(task, "replicating", 180000)) << state(task) << control_->log();
   const std::string stream_pid =
       "SELECT coalesce((SELECT pid::text FROM pg_stat_activity WHERE backend_type = 'pgdog_reshard stream'), '')";
   for (int kill_round = 0; kill_round < 2; kill_round++) {
@@ -239,11 +189,11 @@ TEST_F(Streaming, KilledStreamWorkerAndRestartedControlNodeLoseNothing) {
   long before = load.writes;
   wait_until([&] { return load.writes > before + 1000; }, 30000);
   load.finish();
-  ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
-  ASSERT_TRUE(wait_caught_up(task)) << control_->log();
+  ASSERT_TRUE(wait_state(task, "replicating", 180000)) << state(task) << control_->log();
+  ASSERT_TRUE(wait_caught_up(task, 120000)) << control_->log();
   expect_identical();
   control_->value("SELECT reshard_stop(" + task + ")");
-  EXPECT_TRUE(wait_state(task, "cancelled"));
+  EXPECT_TRUE(wait_state(task, "cancelled", 180000));
 }
 
 }  // namespace

@@ -1,0 +1,38 @@
+// The end-to-end fixture tests of whole tasks share: a control node with pgdog_reshard, a source
+// and two destination shards, and waits on the tasks' state and streams as the views show them.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+namespace pgdog_reshard::test {
+
+class ReshardCluster : public ::testing::Test {
+ protected:
+  // Starts the control node (pgdog_reshard preloaded and created; `control_conf` added to its
+  // postgresql.conf), the source with `schema` run on it, and two destination shards.
+  void start_cluster(const std::string &schema, const std::vector<std::string> &control_conf = {});
+  void load_config(const std::string &pgdog_toml, const std::string &users_toml) const;
+
+  // "state phase error" of a task in reshard_status.
+  std::string state(const std::string &task) const;
+  // Until the task's state starts with `want`; false if it ends failed or cancelled first, or
+  // ms passes. A control node restarting meanwhile is waited out.
+  bool wait_state(const std::string &task, const std::string &want, int ms = 120000) const;
+  // Until the task's streams confirmed each of their source shards' position as of the call
+  // (writes may go on: what was committed before the call has arrived).
+  bool wait_caught_up(const std::string &task, int ms = 60000) const;
+  // md5 of every row of a table (`where` selects), sorted: equal lists mean the same rows.
+  static std::vector<std::string> row_hashes(const PgInstance &pg, const std::string &table,
+                                             const std::string &where = "true");
+
+  std::unique_ptr<PgInstance> control_, source_;
+  std::vector<std::unique_ptr<PgInstance>> dests_;
+};
+
+}  // namespace pgdog_reshard::test
