@@ -171,19 +171,23 @@ TEST_F(Streaming, KilledStreamWorkerAndRestartedControlNodeLoseNothing) {
   ASSERT_TRUE(wait_state(task, "replicating", 180000)) << state(task) << control_->log();
   const std::string stream_pid =
       "SELECT coalesce((SELECT pid::text FROM pg_stat_activity WHERE backend_type = 'pgdog_reshard stream'), '')";
+  std::string killed;
   for (int kill_round = 0; kill_round < 2; kill_round++) {
     std::string pid;
+    // Right after a SIGKILL, pg_stat_activity can still list the dead worker until the postmaster
+    // notices and restarts: wait for a live worker that is not the one just killed.
     ASSERT_TRUE(wait_until([&] {
       try {
         pid = control_->value(stream_pid);
       } catch (const std::exception &) {
         pid.clear();
       }
-      return !pid.empty();
+      return !pid.empty() && pid != killed && kill(std::stoi(pid), 0) == 0;
     }, 60000)) << control_->log();
     long before = load.writes;
     wait_until([&] { return load.writes > before + 500; }, 20000);
-    ASSERT_EQ(kill(std::stoi(pid), SIGKILL), 0);
+    ASSERT_EQ(kill(std::stoi(pid), SIGKILL), 0) << "stream worker " << pid << " gone before the kill";
+    killed = pid;
   }
   control_->restart("immediate");
   long before = load.writes;
