@@ -19,7 +19,7 @@ SHLIB_LINK += -lstdc++
 
 # pg_regress on a temporary instance with the library preloaded: no running server needed.
 # PostgreSQL refuses to run as root: run `make installcheck` as an ordinary user (see .ci/run).
-REGRESS = setup config boundary hash_shard hash_oracle security cutover
+REGRESS = setup config boundary hash_shard hash_oracle security cutover tasks
 REGRESS_OUTPUTDIR ?= /tmp/pgdog_reshard_regress
 REGRESS_OPTS = --temp-instance=$(REGRESS_OUTPUTDIR)/tmp_instance --temp-config=test/regress.conf \
 	--outputdir=$(REGRESS_OUTPUTDIR) --inputdir=$(CURDIR)

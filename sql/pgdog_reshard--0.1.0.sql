@@ -222,6 +222,47 @@ AS 'MODULE_PATHNAME', 'reshard_replicate';
 COMMENT ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) IS
   'Pre-flight (destination tables must exist), a replication slot per source shard, then stream every change without copying';
 
+CREATE FUNCTION @extschema@.reshard(source text, destination text, publication text)
+RETURNS bigint
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'reshard';
+COMMENT ON FUNCTION @extschema@.reshard(text, text, text) IS
+  'The whole reshard in the background: pre-flight, schema, copy, streaming, then an automatic cutover with reverse replication. Returns the task id at once';
+
+-- Waits in the caller's session, cancellably. A REPEATABLE READ snapshot would never see the task
+-- change, so only READ COMMITTED is accepted.
+CREATE FUNCTION @extschema@.reshard_wait(task bigint, timeout interval DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  deadline timestamptz := clock_timestamp() + timeout;
+  task_state text;
+BEGIN
+  IF task IS NULL THEN
+    RAISE EXCEPTION 'task must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'reshard_wait() cannot wait in a % transaction', current_setting('transaction_isolation')
+      USING ERRCODE = 'invalid_transaction_state',
+            DETAIL = 'Its snapshot would keep showing the task as it was when the transaction began.',
+            HINT = 'Call it outside an explicit transaction, or in a READ COMMITTED one.';
+  END IF;
+  LOOP
+    SELECT t.state INTO task_state FROM pgdog_reshard.tasks t WHERE t.id = task;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'task % does not exist', task USING ERRCODE = 'undefined_object';
+    END IF;
+    IF task_state IN ('done', 'failed', 'cancelled') OR clock_timestamp() >= deadline THEN
+      RETURN task_state;
+    END IF;
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.reshard_wait(bigint, interval) IS
+  'Wait until the task ends (done, failed or cancelled) and return that state; with a timeout, the state it has when the timeout passes';
+
 CREATE FUNCTION @extschema@.reshard_stop(task bigint)
 RETURNS boolean
 LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -260,6 +301,10 @@ CREATE VIEW @extschema@.reshard_status AS
               WHEN c.estimated_bytes > 0 THEN round(least(99.9, 100.0 * c.progress_bytes / c.estimated_bytes), 1)
               ELSE round(100.0 * c.done / c.tables, 1) END AS progress,
          c.done AS tables_copied, c.tables AS tables_total, c.rows AS rows_copied, c.bytes AS bytes_copied,
+         CASE WHEN c.copy_seconds > 0 THEN round(c.bytes / c.copy_seconds) END AS bytes_per_sec,
+         -- The bytes left at the copy's rate so far.
+         CASE WHEN c.done < c.tables AND c.copy_seconds > 0 AND c.progress_bytes > 0 AND c.estimated_bytes > c.progress_bytes
+              THEN make_interval(secs => c.copy_seconds * (c.estimated_bytes - c.progress_bytes) / c.progress_bytes) END AS eta,
          (SELECT max(greatest(0, s.source_lsn - coalesce(s.confirmed_lsn, s.lsn)))::bigint
             FROM pgdog_reshard.replication_slots s WHERE s.task_id = t.id AND s.dropped_at IS NULL) AS lag_bytes,
          t.error, t.created_by, t.created_at AS started_at, t.updated_at, t.finished_at,
@@ -270,7 +315,10 @@ CREATE VIEW @extschema@.reshard_status AS
            coalesce(sum(x.rows), 0) AS rows, coalesce(sum(x.bytes), 0) AS bytes,
            coalesce(sum(x.estimated_bytes), 0) AS estimated_bytes,
            coalesce(sum(CASE WHEN x.state = 'done' THEN x.estimated_bytes ELSE least(x.bytes, x.estimated_bytes) END), 0)
-             AS progress_bytes
+             AS progress_bytes,
+           -- From the first table copy's start to the last one's end (or now, while copying).
+           extract(epoch FROM CASE WHEN count(*) FILTER (WHERE x.state <> 'done') = 0 THEN max(x.finished_at)
+                                   ELSE now() END - min(x.started_at))::float8 AS copy_seconds
     FROM pgdog_reshard.table_copies x WHERE x.task_id = t.id AND x.state <> 'skipped') c;
 
 -- One row per table and source shard of a copy; bytes are binary COPY bytes read from the source.
@@ -330,6 +378,8 @@ REVOKE ALL ON FUNCTION @extschema@.reshard_hash_shard(uuid, integer) FROM PUBLIC
 REVOKE ALL ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_wait(bigint, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_stop(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_cutover(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) FROM PUBLIC;
@@ -348,6 +398,8 @@ GRANT EXECUTE ON FUNCTION @extschema@.reshard_hash_shard(uuid, integer) TO pgdog
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_schema_sync(text, text, text, text) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_copy_data(text, text, text, text) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_replicate(text, text, text, text) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard(text, text, text) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_wait(bigint, interval) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_stop(bigint) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover(bigint) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) TO pgdog_reshard_admin;

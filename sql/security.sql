@@ -21,9 +21,21 @@ SELECT reshard_cutover_ack(1, 'paused');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM reshard_cutover;
 \echo :LAST_ERROR_SQLSTATE
+SELECT reshard('a', 'b', 'p');
+\echo :LAST_ERROR_SQLSTATE
+SELECT reshard_wait(1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM reshard_status;
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM pgdog_reshard.config;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- Whatever the list above misses: no function of the extension is executable without the role.
+SELECT p.oid::regprocedure AS callable_by_anyone
+FROM pg_proc p
+JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pgdog_reshard'
+WHERE has_function_privilege('regress_nobody', p.oid, 'EXECUTE');
 SET ROLE regress_operator;
 SELECT reshard_load_config($toml$
 [[databases]]

@@ -160,6 +160,7 @@ class Cutover {
       uint64_t lag = 0;
       for (size_t i = 0; i < at.size(); i++) lag = std::max(lag, at[i].bytes_since(confirmed[i]));
       if (lag <= static_cast<uint64_t>(guc_cutover_lag_threshold)) return;
+      hooks_.tend_streams();  // a stream that died would otherwise keep the lag up for ever
       ctx_.sleep_ms(100);
     }
   }

@@ -23,6 +23,7 @@ class CutoverHooks {
   virtual void apply_sequences() = 0;     // schema sync 'cutover' on the destination
   virtual void stop_streams() = 0;        // the forward stream workers exit (restarted if it aborts)
   virtual void drop_source_slots() = 0;   // the forward slots, on the source cluster
+  virtual void tend_streams() = 0;        // restarts stream workers that exited (while waiting for the lag)
 };
 
 enum class CutoverOutcome { Done, Aborted };

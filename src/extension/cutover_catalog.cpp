@@ -22,7 +22,7 @@ bool stampable(const char *column) {
 
 }  // namespace
 
-int64_t cutover_insert(int64_t task) {
+int64_t cutover_insert(int64_t task, const std::string &requested_by) {
   SpiSession spi;
   auto busy = spi.query(
       "SELECT id, state FROM pgdog_reshard.cutovers WHERE task_id = $1::bigint AND state NOT IN ('done', 'aborted')",
@@ -33,8 +33,18 @@ int64_t cutover_insert(int64_t task) {
                 {}, "Follow it in the reshard_cutover view.");
   }
   auto rows = spi.query("INSERT INTO pgdog_reshard.cutovers (task_id, requested_by) VALUES ($1::bigint, $2) RETURNING id",
-                        {num(task), calling_role()}, false);
+                        {num(task), requested_by.empty() ? calling_role() : requested_by}, false);
   return std::stoll(*rows.at(0)[0]);
+}
+
+CutoverHistory cutover_history(int64_t task) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT count(*), coalesce((array_agg(error ORDER BY id DESC))[1], ''),"
+      " coalesce(extract(epoch FROM clock_timestamp() - max(finished_at)), 0)"
+      " FROM pgdog_reshard.cutovers WHERE task_id = $1::bigint AND state = 'aborted'",
+      {num(task)});
+  return CutoverHistory{std::stoi(*rows.at(0)[0]), *rows[0][1], std::stod(*rows[0][2])};
 }
 
 std::optional<CutoverRow> cutover_active(int64_t task) {

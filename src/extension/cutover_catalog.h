@@ -11,7 +11,15 @@
 namespace pgdog_reshard {
 
 // A cutover request for a task; throws 55006 if the task has one in progress already.
-int64_t cutover_insert(int64_t task);
+// requested_by: the caller's role if empty (reshard() records the task's creator for its own).
+int64_t cutover_insert(int64_t task, const std::string &requested_by = "");
+// The task's aborted cutovers: how many, the last one's reason, and how long ago it ended.
+struct CutoverHistory {
+  int aborted = 0;
+  std::string last_error;
+  double seconds_since_last = 0;
+};
+CutoverHistory cutover_history(int64_t task);
 // The task's cutover in progress (not done nor aborted), if any: its id and state.
 struct CutoverRow {
   int64_t id = 0;

@@ -11,6 +11,7 @@
 #include "extension/transaction.h"
 #include "extension/worker.h"
 
+#include <algorithm>
 #include <map>
 
 namespace pgdog_reshard {
@@ -29,6 +30,9 @@ volatile sig_atomic_t got_sighup = false;
 
 constexpr long kIdleTimeoutMs = 10 * 1000;
 constexpr int kRestartSeconds = 5;
+// A new task that finds no free background worker slot for this long fails, rather than waiting
+// unseen for a slot that may never come.
+constexpr long kNoWorkerSlotFailMs = 30 * 1000;
 
 void handle_sigterm(SIGNAL_ARGS) {
   int save_errno = errno;
@@ -62,27 +66,65 @@ bool extension_installed() {
   return spi.query("SELECT to_regclass('pgdog_reshard.tasks') IS NOT NULL")[0][0] == std::string("t");
 }
 
+struct Launched {
+  std::map<int64_t, BackgroundWorkerHandle *> workers;
+  std::map<int64_t, TimestampTz> no_slot_since;  // tasks waiting for a worker slot
+};
+
+// No worker slot for `task`: a task that never started ends after kNoWorkerSlotFailMs (at once if
+// it was asked to stop); a started one (resuming after a restart) keeps its objects and waits.
+void no_worker_slot(int64_t task, Launched &launched) {
+  pg_call([&] { elog(WARNING, "pgdog_reshard: no free background worker slot for task %lld", static_cast<long long>(task)); });
+  TimestampTz now = GetCurrentTimestamp();
+  TimestampTz since = launched.no_slot_since.emplace(task, now).first->second;
+  bool stopping = in_transaction([&] {
+    std::optional<TaskRow> row = task_load(task);
+    return row && row->stop_requested;
+  });
+  if (!stopping && !TimestampDifferenceExceeds(since, now, static_cast<int>(kNoWorkerSlotFailMs))) return;
+  std::string error = "no free background worker slot to run the task (max_worker_processes = " +
+                      std::to_string(max_worker_processes) +
+                      "); raise max_worker_processes (needs a restart): a task needs 1 worker, plus "
+                      "pgdog_reshard.parallel_copies per source shard while it copies and 1 per source shard while it streams";
+  if (in_transaction([&] { return task_end_unstarted(task, error); })) {
+    pg_call([&] { elog(LOG, "pgdog_reshard: task %lld: ended without a worker: %s", static_cast<long long>(task), error.c_str()); });
+    launched.no_slot_since.erase(task);
+  }
+}
+
 // Gives every unfinished task a worker (after a restart this resumes them), once.
-void start_task_workers(std::map<int64_t, BackgroundWorkerHandle *> &started) {
+void start_task_workers(Launched &launched) {
   std::vector<int64_t> tasks = in_transaction([] {
     return extension_installed() ? tasks_needing_worker() : std::vector<int64_t>{};
   });
-  for (int64_t task : tasks) {
-    auto it = started.find(task);
+  // Forget the workers of tasks that ended: the map holds only live tasks.
+  for (auto it = launched.workers.begin(); it != launched.workers.end();) {
     pid_t pid;
-    if (it != started.end() && GetBackgroundWorkerPid(it->second, &pid) != BGWH_STOPPED) continue;
+    bool ended = std::find(tasks.begin(), tasks.end(), it->first) == tasks.end() &&
+                 GetBackgroundWorkerPid(it->second, &pid) == BGWH_STOPPED;
+    it = ended ? launched.workers.erase(it) : std::next(it);
+  }
+  for (auto it = launched.no_slot_since.begin(); it != launched.no_slot_since.end();) {
+    bool ended = std::find(tasks.begin(), tasks.end(), it->first) == tasks.end();
+    it = ended ? launched.no_slot_since.erase(it) : std::next(it);
+  }
+  for (int64_t task : tasks) {
+    auto it = launched.workers.find(task);
+    pid_t pid;
+    if (it != launched.workers.end() && GetBackgroundWorkerPid(it->second, &pid) != BGWH_STOPPED) continue;
     BackgroundWorkerHandle *handle = nullptr;
     if (pg_call([&] { return worker_launch("pgdog_reshard_task_main", "pgdog_reshard task", task, 0, &handle); })) {
-      started[task] = handle;
+      launched.workers[task] = handle;
+      launched.no_slot_since.erase(task);
     } else {
-      pg_call([&] { elog(WARNING, "pgdog_reshard: no free background worker slot for task %lld", static_cast<long long>(task)); });
+      no_worker_slot(task, launched);
     }
   }
 }
 
-void supervise(std::map<int64_t, BackgroundWorkerHandle *> &started) {
+void supervise(Launched &launched) {
   try {
-    start_task_workers(started);
+    start_task_workers(launched);
   } catch (const std::exception &e) {
     // Logged and retried at the next wake-up: the launcher itself must not crash-loop.
     pg_call([&] { elog(WARNING, "pgdog_reshard launcher: %s", e.what()); });
@@ -90,10 +132,12 @@ void supervise(std::map<int64_t, BackgroundWorkerHandle *> &started) {
 }
 
 void launcher_loop() {
-  std::map<int64_t, BackgroundWorkerHandle *> started;
+  Launched launched;
   while (!got_sigterm) {
-    supervise(started);
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kIdleTimeoutMs,
+    supervise(launched);
+    // While a task waits for a worker slot, look again every second rather than every ten.
+    long timeout_ms = launched.no_slot_since.empty() ? kIdleTimeoutMs : 1000;
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout_ms,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
     CHECK_FOR_INTERRUPTS();

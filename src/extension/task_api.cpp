@@ -82,8 +82,29 @@ void check_clusters(const Config &config, const ReshardRequest &request, TaskCon
   }
 }
 
+// One task at a time per cluster: a second copy or stream into or out of a cluster that a task is
+// already moving would fight over its slots, its tables and, at the cutover, its configuration.
+// Tasks asked to stop do not count. The lock makes concurrent calls take turns, so two cannot both
+// find the cluster free; it is held until the caller's transaction ends.
+void refuse_busy_clusters(const ReshardRequest &request) {
+  SpiSession spi;
+  spi.query("SELECT pg_catalog.pg_advisory_xact_lock(7450023710580109633)", {}, false);  // 'pgdog_reshard tasks'
+  auto rows = spi.query(
+      "SELECT id, command, source, destination, state, CASE WHEN source IN ($1, $2) THEN source ELSE destination END"
+      " FROM pgdog_reshard.tasks WHERE command IN ('copy_data', 'replicate', 'reshard')"
+      " AND state NOT IN ('done', 'failed', 'cancelled') AND NOT stop_requested"
+      " AND (source IN ($1, $2) OR destination IN ($1, $2)) ORDER BY id LIMIT 1",
+      {request.source, request.destination}, false);
+  if (rows.empty()) return;
+  const SpiRow &r = rows[0];
+  throw Error(sqlstate::kObjectInUse, "database \"" + *r[5] + "\" is already being resharded by task " + *r[0],
+              "Task " + *r[0] + " (" + *r[1] + " " + *r[2] + " -> " + *r[3] + ") is " + *r[4] + ".",
+              "Wait for it to end, cut it over, or stop it with reshard_stop(" + *r[0] + ").");
+}
+
 int64_t start_task(const std::string &command, const ReshardRequest &request, const std::string &options_json,
                    bool full_preflight) {
+  if (command != "schema_sync") refuse_busy_clusters(request);
   StoredConfig stored = current_stored_config();
   Config config = catalog_current_config();
   BackendTaskContext ctx;
@@ -124,6 +145,14 @@ Datum reshard_copy_data(PG_FUNCTION_ARGS) {
     if (!PG_ARGISNULL(3)) options = "{\"slot\": " + json_string(text_arg(fcinfo, 3, "slot")) + "}";
     return Int64GetDatum(start_task("copy_data", request, options, true));
   });
+}
+
+// The whole reshard in one call: returns the task id at once; the task then runs pre-flight's
+// objects, schema pre, the copies, schema post, streaming, and cuts over by itself as soon as the
+// lag allows (see reshard_status and reshard_cutover; reshard_wait() waits for the end).
+PG_FUNCTION_INFO_V1(reshard);
+Datum reshard(PG_FUNCTION_ARGS) {
+  return cpp_entry([&]() -> Datum { return Int64GetDatum(start_task("reshard", request_args(fcinfo), "{}", true)); });
 }
 
 // Streams the source into destination tables that already hold what they should (a previous copy,

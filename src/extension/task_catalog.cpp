@@ -39,7 +39,7 @@ std::optional<TaskRow> task_load(int64_t id) {
   SpiSession spi;
   auto rows = spi.query(
       "SELECT id, command, source, destination, publication, options::text, state, coalesce(phase, ''),"
-      " stop_requested, pgdog_toml, users_toml FROM pgdog_reshard.tasks WHERE id = $1::bigint",
+      " stop_requested, pgdog_toml, users_toml, created_by FROM pgdog_reshard.tasks WHERE id = $1::bigint",
       {num(id)});
   if (rows.empty()) return std::nullopt;
   const SpiRow &r = rows[0];
@@ -54,6 +54,7 @@ std::optional<TaskRow> task_load(int64_t id) {
   task.phase = *r[7];
   task.stop_requested = *r[8] == "t";
   task.config = StoredConfig{*r[9], r[10], "pgdog.toml", "users.toml"};
+  task.created_by = *r[11];
   return task;
 }
 
@@ -70,6 +71,15 @@ void task_set_worker(int64_t id, int pid) {
   SpiSession spi;
   spi.exec("UPDATE pgdog_reshard.tasks SET worker_pid = $2::int, updated_at = now() WHERE id = $1::bigint",
            {num(id), num(pid)});
+}
+
+bool task_end_unstarted(int64_t id, const std::string &error) {
+  SpiSession spi;
+  return spi.exec(
+             "UPDATE pgdog_reshard.tasks SET state = CASE WHEN stop_requested THEN 'cancelled' ELSE 'failed' END,"
+             " error = CASE WHEN stop_requested THEN 'stopped by reshard_stop()' ELSE $2 END,"
+             " updated_at = now(), finished_at = now() WHERE id = $1::bigint AND state = 'pending' AND worker_pid IS NULL",
+             {num(id), error}) > 0;
 }
 
 std::vector<int64_t> tasks_needing_worker() {

@@ -17,7 +17,7 @@ namespace pgdog_reshard {
 
 struct TaskRow {
   int64_t id = 0;
-  std::string command, source, destination, publication, options, state, phase;
+  std::string command, source, destination, publication, options, state, phase, created_by;
   bool stop_requested = false;
   StoredConfig config;
 
@@ -37,6 +37,9 @@ std::optional<TaskRow> task_load(int64_t id);
 void task_update(int64_t id, const std::string &state, const std::string &phase,
                  const std::optional<std::string> &error = std::nullopt);
 void task_set_worker(int64_t id, int pid);
+// A task no worker ever ran (so it made nothing anywhere) ends without one: 'cancelled' if it was
+// asked to stop, else 'failed' with `error`. False if the task has started meanwhile.
+bool task_end_unstarted(int64_t id, const std::string &error);
 // Tasks that should have a worker and have none alive (pending, running, replicating).
 std::vector<int64_t> tasks_needing_worker();
 std::string task_option(const TaskRow &task, const char *key);  // options->>key, "" if absent

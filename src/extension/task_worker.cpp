@@ -1,5 +1,6 @@
 // A task worker: runs one task's phases in order (copy_data: schema pre, slots, copies, schema post,
-// then replicating; replicate: plan, slots, then replicating), recording each step in the catalog.
+// then replicating; replicate: plan, slots, then replicating; reshard: as copy_data, then cuts over
+// by itself), recording each step in the catalog.
 // Every phase is idempotent, so a task restarted after a crash or a server restart runs them again
 // and skips what is done.
 #include <mutex>
@@ -24,6 +25,9 @@ namespace pgdog_reshard {
 namespace {
 
 constexpr int kMaxCopyWorkerRestarts = 3;
+// reshard()'s own cutover: tried this many times, each abort followed by a longer pause.
+constexpr int kAutoCutoverAttempts = 3;
+constexpr double kAutoCutoverRetrySeconds = 15;
 
 // apply_schema reports from one thread per shard; PostgreSQL may only be called from this one.
 // Events wait here until the engine next checks for interrupts, then go to the catalog.
@@ -239,6 +243,7 @@ class StreamWorkers : public CutoverHooks {
     }
   }
   void drop_source_slots() override { drop_task_slots(run_); }
+  void tend_streams() override { restart_exited(); }
 
  private:
   void launch(int shard) {
@@ -257,16 +262,38 @@ class StreamWorkers : public CutoverHooks {
   std::vector<long> backoff_ms_;
 };
 
+// reshard() cuts over by itself: a cutover is requested as soon as it streams (the cutover waits
+// for the lag itself). An aborted one is tried again after a pause, kAutoCutoverAttempts times in
+// all; after that the task keeps replicating, with the reason in its error, for reshard_cutover().
+void request_auto_cutover(const TaskRun &run, bool &gave_up) {
+  if (run.task.command != "reshard" || gave_up) return;
+  CutoverHistory history = in_transaction([&] { return cutover_history(run.task.id); });
+  if (history.aborted >= kAutoCutoverAttempts) {
+    gave_up = true;
+    std::string why = "automatic cutover aborted " + std::to_string(history.aborted) +
+                      " times, last: " + history.last_error + "; the task keeps replicating: call reshard_cutover(" +
+                      std::to_string(run.task.id) + ") to try again";
+    in_transaction([&] { task_update(run.task.id, "replicating", "streaming", why); });
+    log_task(run.task.id, why);
+    return;
+  }
+  if (history.aborted > 0 && history.seconds_since_last < kAutoCutoverRetrySeconds * history.aborted) return;
+  int64_t id = in_transaction([&] { return cutover_insert(run.task.id, run.task.created_by); });
+  log_task(run.task.id, "automatic cutover " + std::to_string(id) + " requested");
+}
+
 // Streams until the task is stopped (an Error) or cut over (returns). A cutover that aborts leaves
 // the task replicating.
 void stream_until_cut_over(const TaskRun &run, BackendTaskContext &ctx) {
   set_phase(run, "replicating", "streaming");
   StreamWorkers streams(run, ctx);
+  bool gave_up = false;
   try {
     streams.start();
     for (;;) {
       ctx.sleep_ms(250);
       std::optional<CutoverRow> cutover = in_transaction([&] { return cutover_active(run.task.id); });
+      if (!cutover) request_auto_cutover(run, gave_up);
       if (cutover && run_cutover(run.task, run.config, *cutover, streams, ctx) == CutoverOutcome::Done) {
         streams.stop_streams();
         set_phase(run, "done", "cut over");
@@ -314,7 +341,7 @@ void run_phases(const TaskRun &run) {
     set_phase(run, "done", phase.c_str());
     return;
   }
-  if (command == "copy_data") {
+  if (command == "copy_data" || command == "reshard") {
     schema_phase(run, SchemaPhase::Pre);
     create_slots(run, ctx);
     copy_tables(run, ctx);
