@@ -11,6 +11,7 @@ int guc_parallel_copies = 2;
 int guc_cutover_lag_threshold = 1024 * 1024;
 int guc_cutover_timeout_ms = 10000;
 bool guc_cutover_wait_for_ack = false;
+bool guc_auto_cutover = true;
 char *guc_proxy_admin = nullptr;
 bool guc_cutover_save_config = false;
 char *guc_cutover_command = nullptr;
@@ -44,6 +45,10 @@ void guc_init() {
       "pgdog_reshard.cutover_wait_for_ack", "Whether a cutover waits for reshard_cutover_ack() after pause and switch.",
       "For a passive proxy that listens to NOTIFY pgdog_reshard.", &guc_cutover_wait_for_ack, false, PGC_SIGHUP, 0,
       nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "pgdog_reshard.auto_cutover", "Whether reshard() cuts over by itself once it streams.",
+      "Off: its task waits, replicating, for reshard_cutover() (from a maintenance window's pg_cron job, say).",
+      &guc_auto_cutover, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   // Superuser-only: the conninfos may hold passwords.
   DefineCustomStringVariable(
       "pgdog_reshard.proxy_admin", "Admin databases of the proxies to PAUSE, RELOAD and RESUME at cutover.",

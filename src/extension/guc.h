@@ -18,6 +18,8 @@ extern int guc_parallel_copies;
 extern int guc_cutover_lag_threshold;
 extern int guc_cutover_timeout_ms;
 extern bool guc_cutover_wait_for_ack;
+// Whether reshard() requests its cutover itself (off: it waits, replicating, for reshard_cutover()).
+extern bool guc_auto_cutover;
 extern char *guc_proxy_admin;
 extern bool guc_cutover_save_config;
 extern char *guc_cutover_command;

@@ -262,11 +262,12 @@ class StreamWorkers : public CutoverHooks {
   std::vector<long> backoff_ms_;
 };
 
-// reshard() cuts over by itself: a cutover is requested as soon as it streams (the cutover waits
-// for the lag itself). An aborted one is tried again after a pause, kAutoCutoverAttempts times in
-// all; after that the task keeps replicating, with the reason in its error, for reshard_cutover().
+// reshard() cuts over by itself (unless pgdog_reshard.auto_cutover is off): a cutover is requested
+// as soon as it streams (the cutover waits for the lag itself). An aborted one is tried again after
+// a pause, kAutoCutoverAttempts times in all; after that the task keeps replicating, with the
+// reason in its error, for reshard_cutover().
 void request_auto_cutover(const TaskRun &run, bool &gave_up) {
-  if (run.task.command != "reshard" || gave_up) return;
+  if (run.task.command != "reshard" || gave_up || !guc_auto_cutover) return;
   CutoverHistory history = in_transaction([&] { return cutover_history(run.task.id); });
   if (history.aborted >= kAutoCutoverAttempts) {
     gave_up = true;

@@ -6,15 +6,9 @@
 // reach the old cluster through reverse replication, and after the rollback the old cluster has
 // every row and traffic is back on it. Aborts: an unreachable proxy admin, a failing hook, a drain
 // that cannot finish in time; each resumes traffic on the source and leaves the task replicating.
-#include <algorithm>
 #include <atomic>
-#include <sys/stat.h>
-
 #include <fstream>
-#include <map>
-#include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,11 +18,8 @@
 #include <poll.h>
 
 #include "core/config.h"
-#include "core/pg.h"
-#include "core/sharding.h"
 #include "harness.h"
-#include "pgbouncer.h"
-#include "reshard_cluster.h"
+#include "proxied_cluster.h"
 
 namespace pgdog_reshard::test {
 namespace {
@@ -43,133 +34,9 @@ SELECT nextval('tickets') FROM generate_series(1, 500);
 CREATE PUBLICATION pgdog FOR ALL TABLES;
 )sql";
 
-std::string config(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst) {
-  std::string toml = "[general]\nport = 6432\n\n[[databases]]\nname = \"prod\"\nhost = \"127.0.0.1\"\nport = " +
-                     std::to_string(src.port()) + "\ndatabase_name = \"postgres\"\n\n";
-  for (size_t i = 0; i < dst.size(); i++) {
-    toml += "[[databases]]\nname = \"prod_2x\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(dst[i]->port()) +
-            "\ndatabase_name = \"postgres\"\nshard = " + std::to_string(i) + "\n\n";
-  }
-  return toml + "[[sharded_tables]]\ndatabase = \"prod_2x\"\nname = \"items\"\ncolumn = \"id\"\ndata_type = \"bigint\"\n";
-}
-
-const char *kUsers = "[[users]]\nname = \"postgres\"\ndatabase = \"prod\"\n[[users]]\nname = \"postgres\"\ndatabase = \"prod_2x\"\n";
-
-std::string dsn(const PgInstance &pg) { return "host=127.0.0.1 port=" + std::to_string(pg.port()) + " dbname=postgres"; }
-
-ConnParams bouncer_params(const PgBouncer &bouncer, const std::string &db) {
-  ConnParams p;
-  p.host = bouncer.host();
-  p.port = bouncer.port();
-  p.dbname = db;
-  p.user = "postgres";
-  p.application_name = "cutover_test client";
-  return p;
-}
-
-// Writing clients: each inserts rows with keys of its own and updates them, every statement sent
-// to PgBouncer database shard_<reshard hash of the key>. A key is acknowledged once its INSERT
-// returned; any error is recorded (the proxy must only make writes wait).
-class Writers {
- public:
-  Writers(const PgBouncer &bouncer, int clients) {
-    for (int c = 0; c < clients; c++) threads_.emplace_back([this, &bouncer, c] { run(bouncer, c); });
-  }
-  ~Writers() { stop(); }
-
-  void stop() {
-    stop_ = true;
-    for (std::thread &t : threads_) {
-      if (t.joinable()) t.join();
-    }
-  }
-  std::set<long> acknowledged() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return acked_;
-  }
-  std::vector<std::string> errors() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return errors_;
-  }
-  long count() const { return writes_; }
-  // Waits until `more` writes were acknowledged after now (the clients are moving).
-  bool advance(long more, int timeout_ms = 30000) {
-    long target = writes_ + more;
-    return wait_until([&] { return writes_ >= target; }, timeout_ms);
-  }
-
- private:
-  void run(const PgBouncer &bouncer, int client) {
-    try {
-      PollWaiter waiter;
-      Connection shard0(bouncer_params(bouncer, "shard_0"), waiter), shard1(bouncer_params(bouncer, "shard_1"), waiter);
-      long next = 1000000L * (client + 1);
-      for (long i = 0; !stop_; i++) {
-        long key = next++;
-        Connection &conn = hash_shard(DataType::Bigint, Key(static_cast<int64_t>(key)), 2) == 0 ? shard0 : shard1;
-        conn.exec("INSERT INTO items VALUES (" + std::to_string(key) + ", " + std::to_string(client) + ", 0, 'w')");
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          acked_.insert(key);
-        }
-        if (i % 3 == 2) conn.exec("UPDATE items SET n = n + 1, note = 'u' WHERE id = " + std::to_string(key));
-        writes_++;
-      }
-    } catch (const std::exception &e) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      errors_.push_back(e.what());
-    }
-  }
-
-  std::atomic<bool> stop_{false};
-  std::atomic<long> writes_{0};
-  std::mutex mutex_;
-  std::set<long> acked_;
-  std::vector<std::string> errors_;
-  std::vector<std::thread> threads_;
-};
-
-class Cutover : public ReshardCluster {
+class Cutover : public ProxiedCluster {
  protected:
-  void SetUp() override {
-    start_cluster(kSchema, {"synchronous_commit = on"});
-    before_ = {{"shard_0", dsn(*source_)}, {"shard_1", dsn(*source_)}};
-    after_ = {{"shard_0", dsn(*dests_[0])}, {"shard_1", dsn(*dests_[1])}};
-    // Pools of a fixed size, opened ahead: PgBouncer fails the next client of a pool fast ("server
-    // login has been failing") when a PAUSE closed a server while it was logging in, so servers
-    // should not be opened on demand at the moment a cutover pauses (see the README).
-    PgBouncerOptions pools;
-    pools.default_pool_size = 4;
-    pools.min_pool_size = 4;
-    bouncer_ = std::make_unique<PgBouncer>(before_, pools);
-    // The hook swaps PgBouncer's ini with the one prepared for the other side: run at each switch
-    // point, it points the proxy at the new cluster, and at a rollback back at the old one.
-    write_ini(bouncer_->ini_path() + ".other", after_);
-    std::string ini = bouncer_->ini_path();
-    hook_ = "mv " + ini + " " + ini + ".tmp && mv " + ini + ".other " + ini + " && mv " + ini + ".tmp " + ini + ".other";
-    load_config(config(*source_, dests_), kUsers);
-    set("pgdog_reshard.proxy_admin", bouncer_->admin_conninfo());
-    set("pgdog_reshard.cutover_command", hook_);
-  }
-
-  // PgBouncer's ini with another [databases] section, written beside the live one.
-  void write_ini(const std::string &path, const std::map<std::string, std::string> &databases) {
-    std::ifstream in(bouncer_->ini_path());
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::string section = "[databases]\n";
-    for (const auto &[name, target] : databases) section += name + " = " + target + "\n";
-    size_t start = text.find("[databases]");
-    size_t end = text.find("\n[", start + 1);
-    text = text.substr(0, start) + section + (end == std::string::npos ? "" : text.substr(end + 1));
-    std::ofstream(path) << text;
-    chmod_for_postgres(path);
-  }
-  static void chmod_for_postgres(const std::string &path) { ::chmod(path.c_str(), 0644); }
-
-  void set(const std::string &guc, const std::string &value) const {
-    control_->exec("ALTER SYSTEM SET " + guc + " = $v$" + value + "$v$");
-    control_->exec("SELECT pg_reload_conf()");
-  }
+  void SetUp() override { start_proxied(kSchema, {"synchronous_commit = on"}); }
 
   std::string cutover_state(const std::string &id) const {
     return control_->value("SELECT state || ' ' || coalesce(error, '') FROM reshard_cutover WHERE id = " + id);
@@ -187,49 +54,6 @@ class Cutover : public ReshardCluster {
     EXPECT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
     return task;
   }
-
-  // Which server PgBouncer's database `db` reaches now.
-  std::string port_behind(const std::string &db) const {
-    PollWaiter waiter;
-    Connection conn(bouncer_params(*bouncer_, db), waiter);
-    return std::string(conn.exec("SELECT current_setting('port')").value(0, 0));
-  }
-
-  static std::set<long> ids(const PgInstance &pg, const std::string &where = "client >= 0") {
-    std::set<long> out;
-    for (const Row &r : pg.query("SELECT id FROM items WHERE " + where)) out.insert(std::stol(*r[0]));
-    return out;
-  }
-  std::set<long> new_cluster_ids() const {
-    std::set<long> out = ids(*dests_[0]);
-    std::set<long> more = ids(*dests_[1]);
-    out.insert(more.begin(), more.end());
-    return out;
-  }
-  // Up to ten keys of `want` that `have` lacks, and where the source stands on each.
-  std::string missing(const std::set<long> &want, const std::set<long> &have) const {
-    std::string out;
-    int n = 0;
-    for (long k : want) {
-      if (have.count(k) || n++ >= 10) continue;
-      out += std::to_string(k) + (ids(*source_, "id = " + std::to_string(k)).empty() ? " (not on the source) " : " (on the source) ");
-    }
-    return out + "of " + std::to_string(want.size());
-  }
-  static bool contains_all(const std::set<long> &have, const std::set<long> &want) {
-    return std::includes(have.begin(), have.end(), want.begin(), want.end());
-  }
-  // Rows of shard s that PostgreSQL's hash partitioning would put on the other shard.
-  std::string misplaced(int s) const {
-    dests_[s]->exec("CREATE TABLE IF NOT EXISTS oracle (k bigint) PARTITION BY HASH (k)");
-    return dests_[s]->value("SELECT count(*) FROM items WHERE NOT satisfies_hash_partition('oracle'::regclass, 2, " +
-                            std::to_string(s) + ", id)");
-  }
-
-
-  std::unique_ptr<PgBouncer> bouncer_;
-  std::map<std::string, std::string> before_, after_;
-  std::string hook_;
 };
 
 TEST_F(Cutover, WritesThroughPgBouncerSurviveTheCutoverAndTheRollback) {
@@ -285,10 +109,7 @@ TEST_F(Cutover, WritesThroughPgBouncerSurviveTheCutoverAndTheRollback) {
   std::string again = control_->value("SELECT reverse_task_id FROM reshard_cutover WHERE id = " + rollback);
   ASSERT_TRUE(wait_state(again, "replicating")) << state(again) << control_->log();
   ASSERT_TRUE(wait_caught_up(again)) << state(again);
-  std::vector<std::string> merged = row_hashes(*dests_[0], "items"), one = row_hashes(*dests_[1], "items");
-  merged.insert(merged.end(), one.begin(), one.end());
-  std::sort(merged.begin(), merged.end());
-  EXPECT_TRUE(merged == row_hashes(*source_, "items")) << "the new cluster differs from the old one row for row";
+  EXPECT_TRUE(new_cluster_equals_source()) << "the new cluster differs from the old one row for row";
 
   // Stopping the last task leaves no slot or publication of pgdog_reshard anywhere.
   control_->value("SELECT reshard_stop(" + again + ")");
@@ -421,7 +242,7 @@ class PassiveProxy {
 // pgdog.toml replaces config_file atomically and the old one is kept beside it. A proxy that never
 // acknowledges makes the cutover abort at cutover_timeout.
 TEST_F(Cutover, PassiveProxyFollowsNotifyAcknowledgesAndGetsTheSavedConfig) {
-  std::string original = config(*source_, dests_);
+  std::string original = proxied_config(*source_, dests_);
   std::string file = bouncer_->base_dir() + "/pgdog.toml";
   std::ofstream(file) << original;
   chmod_for_postgres(file);
@@ -464,7 +285,7 @@ TEST_F(Cutover, PassiveProxyFollowsNotifyAcknowledgesAndGetsTheSavedConfig) {
   std::string saved_text((std::istreambuf_iterator<char>(saved)), std::istreambuf_iterator<char>());
   std::string backup_text((std::istreambuf_iterator<char>(backup)), std::istreambuf_iterator<char>());
   EXPECT_EQ(backup_text, original);
-  Config swapped = parse_config(saved_text, std::string(kUsers));
+  Config swapped = parse_config(saved_text, std::string(kProxiedUsers));
   EXPECT_EQ(swapped.shard_count("prod"), 2);
   EXPECT_EQ(swapped.shard_count("prod_2x"), 1);
   EXPECT_EQ(swapped.primary("prod", 1).port, dests_[1]->port());
