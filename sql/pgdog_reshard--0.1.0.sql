@@ -301,7 +301,7 @@ CREATE VIEW @extschema@.reshard_status AS
               WHEN c.estimated_bytes > 0 THEN round(least(99.9, 100.0 * c.progress_bytes / c.estimated_bytes), 1)
               ELSE round(100.0 * c.done / c.tables, 1) END AS progress,
          c.done AS tables_copied, c.tables AS tables_total, c.rows AS rows_copied, c.bytes AS bytes_copied,
-         CASE WHEN c.copy_seconds > 0 THEN round(c.bytes / c.copy_seconds) END AS bytes_per_sec,
+         CASE WHEN c.copy_seconds > 0 THEN round(c.bytes / c.copy_seconds)::bigint END AS bytes_per_sec,
          -- The bytes left at the copy's rate so far.
          CASE WHEN c.done < c.tables AND c.copy_seconds > 0 AND c.progress_bytes > 0 AND c.estimated_bytes > c.progress_bytes
               THEN make_interval(secs => c.copy_seconds * (c.estimated_bytes - c.progress_bytes) / c.progress_bytes) END AS eta,
@@ -325,7 +325,7 @@ CREATE VIEW @extschema@.reshard_status AS
 CREATE VIEW @extschema@.reshard_table_copies AS
   SELECT c.task_id, c.schema_name AS schema, c.table_name AS "table", c.source_shard, c.state,
          c.rows, c.bytes,
-         CASE WHEN e.seconds > 0 THEN round(c.bytes / e.seconds) END AS bytes_per_sec,
+         CASE WHEN e.seconds > 0 THEN round(c.bytes / e.seconds)::bigint END AS bytes_per_sec,
          make_interval(secs => e.seconds) AS elapsed,
          CASE WHEN c.state = 'running' AND c.bytes > 0 AND c.estimated_bytes > c.bytes
               THEN make_interval(secs => e.seconds * (c.estimated_bytes - c.bytes) / c.bytes) END AS eta,
