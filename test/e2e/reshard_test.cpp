@@ -2,7 +2,8 @@
 // PgBouncer, ending done with the data identical and on its shards, PgBouncer on the new shards
 // and reverse replication running; the control node restarted (immediate) during the copy and
 // during the streaming; reshard_stop during both, leaving no slot or publication anywhere; a second
-// task on a cluster being moved refused; pg_cron scheduling reshard() with the real pg_cron.
+// task on a cluster being moved refused; no worker slot a clear failure; pg_cron scheduling
+// reshard() with the real pg_cron.
 #include <set>
 #include <string>
 #include <vector>
@@ -183,6 +184,25 @@ TEST_F(Reshard, StopDuringTheCopyAndTheStreamingLeavesNothingBehind) {
   EXPECT_EQ(wait_end(second, 30), "cancelled") << why(second);
   EXPECT_EQ(leftovers(), "");
   EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_cutover"), "0");
+}
+
+// No background worker slot for the task (max_worker_processes taken by the launcher and the logical
+// replication launcher): the task fails after pgdog_reshard's 30 s with a message that says so,
+// rather than staying pending unseen; a stop of such a task ends it at once. Nothing is created.
+TEST_F(Reshard, NoWorkerSlotIsAClearErrorNotAHang) {
+  start_cluster(kSchema, {"max_worker_processes = 2"});
+  load_config(proxied_config(*source_, dests_), kProxiedUsers);
+  std::string task = start_reshard();
+  ASSERT_EQ(wait_end(task, 90), "failed") << why(task);
+  std::string error = control_->value("SELECT error FROM reshard_status WHERE id = " + task);
+  EXPECT_NE(error.find("no free background worker slot"), std::string::npos) << error;
+  EXPECT_NE(error.find("max_worker_processes = 2"), std::string::npos) << error;
+
+  std::string second = start_reshard();
+  control_->value("SELECT reshard_stop(" + second + ")");
+  EXPECT_EQ(wait_end(second, 15), "cancelled") << why(second);
+  EXPECT_EQ(leftovers(), "");
+  EXPECT_EQ(dests_[0]->value("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0");
 }
 
 // pg_cron (1.4 on Debian 12: minute schedules) runs reshard(): the job returns at once with the task
