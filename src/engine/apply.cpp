@@ -19,7 +19,11 @@
 // - REPLICA IDENTITY FULL tables have no key to conflict on, and may hold identical rows: their
 //   INSERT is a plain INSERT, which keeps legitimate duplicates; the price is that a replayed
 //   insert (after a crash between a destination commit and the source confirmation) adds a
-//   duplicate. Their UPDATE and DELETE touch one row equal to the old row, found by ctid.
+//   duplicate, unless a replication origin says the shard has it already (the reason for
+//   ApplyOptions::origin). Their UPDATE and DELETE touch one row equal to the old row, found by ctid.
+// - With an origin, a shard whose progress is past a source transaction's commit LSN gets nothing
+//   of it (no BEGIN either): send() and the TRUNCATE path drop what is for it. Its progress is set
+//   by each batch's commit, and the in-memory copy moves only once that COMMIT succeeded.
 // - When the sharding key is not part of the replica identity, an UPDATE that changes it does
 //   not say where the row was: the old row is looked for (deleted) on every other shard. Such
 //   tables cost M statements per UPDATE, and a round trip when unchanged TOASTed values must be
@@ -40,6 +44,7 @@
 #include "core/pipeline.h"
 #include "core/router.h"
 #include "core/sql.h"
+#include "engine/apply_origin.h"
 
 namespace pgdog_reshard {
 
@@ -59,6 +64,12 @@ constexpr const char *kSessionSetup =
     "SET synchronous_commit = on; "
     "SET idle_in_transaction_session_timeout = 0; SET DateStyle = ISO; "
     "SET IntervalStyle = postgres";
+
+// The source session (read only, and only by a replayed key move): values come out in the styles
+// the destination sessions parse, floats exactly.
+constexpr const char *kSourceSessionSetup =
+    "SET default_transaction_read_only = on; SET DateStyle = ISO; SET IntervalStyle = postgres; "
+    "SET extra_float_digits = 3";
 
 // Interrupts are looked at every this many changes; waits are interruptible anyway.
 constexpr uint64_t kCheckInterruptsEvery = 4096;
@@ -112,7 +123,9 @@ struct Param {
 // A statement shape: what a statement does and to which columns. Equal shapes share one prepared
 // statement; `key` is the shape in a few bytes, for the lookup.
 struct Shape {
-  char kind = 'I';  // I insert, U update, D delete, X delete of a rename's target (see update)
+  // I insert, U update, D delete, X delete of a rename's target (see update), S select on the
+  // source by the new row's identity (see fetch_source_values)
+  char kind = 'I';
   std::vector<int> values;    // INSERT columns, or UPDATE SET columns, from the new row
   std::vector<int> where;     // matched by "=" against the key row
   std::vector<int> where_null;  // REPLICA IDENTITY FULL: matched by IS NULL
@@ -161,6 +174,16 @@ struct Shard {
   std::unique_ptr<Pipeline> pipe;  // declared after conn: destroyed first
   std::vector<char> prepared;      // by statement id
   bool in_transaction = false;
+  bool progress_prepared = false;  // kOriginProgressSql
+  std::optional<Lsn> progress;     // the origin's: the end of the last source transaction committed
+  bool has_transaction = false;    // the source transaction being received is below progress
+};
+
+// What the old shards of a key move held (see fetch_old_values).
+enum class OldRow {
+  Found,      // the row, whose values fill the new row's missing ones
+  Gone,       // nowhere: a replay of a move already done
+  Committed,  // not where it was looked for, and an old shard already committed this transaction
 };
 
 int find_column(const std::vector<std::string> &columns, const std::string &name) {
@@ -213,6 +236,8 @@ class ChangeApplier::Impl {
     return true;
   }
   Lsn flush();
+  bool in_transaction() const { return in_transaction_; }
+  std::vector<std::optional<Lsn>> origin_progress() const;
 
   template <typename Body>
   auto guarded(Body &&body) -> decltype(body());
@@ -224,6 +249,7 @@ class ChangeApplier::Impl {
   // Setup
   void add_table(ApplyTable table, int shards);
   void connect(const ConnParams &params);
+  Shard &source_session();
   void map_columns(RelationState &rel, const Relation &relation);
 
   // Changes
@@ -233,12 +259,15 @@ class ChangeApplier::Impl {
   int shard_of(const TableState &t, const Row &row) const;
   void previous_shards(const TableState &t, bool has_old, bool renamed, int to);
   void move_row(const TableState &t, int to, const Row &key_row);
-  bool fetch_old_values(const TableState &t, const Row &key_row);
+  OldRow fetch_old_values(const TableState &t, const Row &key_row);
+  bool fetch_source_values(const TableState &t);
+  void fill_missing(Result res, const std::vector<int> &returning);
   void upsert(const TableState &t, int shard, const Row &row);
   void update(const TableState &t, int shard, const Row &row, const Row &key_row, bool renamed);
   void clear_rename_target(const TableState &t, int shard, const Row &row, const Row &key_row);
   void remove(const TableState &t, int shard, const Row &key_row);
   void counted();
+  bool dropped(Shard &shard);
 
   // Statements
   void shape_where(const TableState &t, const Row &key_row, Shape &shape) const;
@@ -247,7 +276,9 @@ class ChangeApplier::Impl {
   std::string where_sql(const TableState &t, const Shape &shape, std::vector<Param> &params) const;
   std::string identity_match(const TableState &t, bool from_key_row, std::vector<Param> &params) const;
   Pipeline::Ticket send(int shard, int id, const Row &row, const Row &key_row, bool keep = false);
+  Pipeline::Ticket execute(Shard &shard, int id, const Row &row, const Row &key_row, bool keep);
   void begin(Shard &shard);
+  void set_progress(Shard &shard);
 
   // Batches and failure
   std::vector<Shard *> open_shards();
@@ -261,6 +292,7 @@ class ChangeApplier::Impl {
   std::map<std::pair<std::string, std::string>, int> by_name_;
   std::unordered_map<uint32_t, RelationState> relations_;
   std::vector<Shard> shards_;
+  std::optional<Shard> source_;  // opened by the first key move that needs it
   std::vector<Statement> statements_;
   std::unordered_map<std::string, int> statement_ids_;
 
@@ -268,6 +300,7 @@ class ChangeApplier::Impl {
   bool in_transaction_ = false;
   Lsn final_lsn_;
   Lsn last_end_;
+  int64_t last_commit_time_ = 0;  // of the transaction that ended at last_end_
   size_t batch_changes_ = 0;
   std::optional<Clock::time_point> batch_started_;
   std::optional<Error> failure_;
@@ -280,6 +313,7 @@ class ChangeApplier::Impl {
   std::vector<Result> fetched_;  // DELETE ... RETURNING results the new row's views point into
   uint64_t changes_ = 0;
   const RelationState *rel_ = nullptr;  // the relation of the change being applied
+  bool sent_ = false, dropped_ = false;  // what the change being applied did, for its stats
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -339,8 +373,27 @@ void ChangeApplier::Impl::connect(const ConnParams &params) {
                 "Connect to the destination as a superuser, or GRANT SET ON PARAMETER "
                 "session_replication_role to the user.");
   }
+  if (!options_.origin.empty()) {
+    shard.progress = setup_origin_session(*shard.conn, shard_origin(options_.origin, shards_.size()), ctx_);
+  }
   shard.pipe = std::make_unique<Pipeline>(*shard.conn, ctx_);
   shards_.push_back(std::move(shard));
+}
+
+Shard &ChangeApplier::Impl::source_session() {
+  if (source_) return *source_;
+  Shard source;
+  source.conn = std::make_unique<Connection>(*options_.source, ctx_);
+  source.conn->exec(kSourceSessionSetup);
+  source.pipe = std::make_unique<Pipeline>(*source.conn, ctx_);
+  return source_.emplace(std::move(source));
+}
+
+std::vector<std::optional<Lsn>> ChangeApplier::Impl::origin_progress() const {
+  std::vector<std::optional<Lsn>> progress;
+  if (options_.origin.empty()) return progress;
+  for (const Shard &shard : shards_) progress.push_back(shard.progress);
+  return progress;
 }
 
 // The relation's columns by name onto the plan's. Every column the source sends must exist in the
@@ -382,9 +435,12 @@ void ChangeApplier::Impl::map_columns(RelationState &rel, const Relation &relati
 // ---------------------------------------------------------------------------------------------
 // Source transactions
 
+// A shard's progress is the end LSN of the last source transaction it committed: the commit LSN of
+// that one, or of an earlier one, is below it; that of any later one is at or past it.
 void ChangeApplier::Impl::on_begin(const Begin &begin) {
   in_transaction_ = true;
   final_lsn_ = begin.final_lsn;
+  for (Shard &shard : shards_) shard.has_transaction = shard.progress && final_lsn_ < *shard.progress;
   if (!batch_started_) batch_started_ = Clock::now();
 }
 
@@ -392,6 +448,7 @@ void ChangeApplier::Impl::on_commit(const Commit &commit) {
   require_transaction("COMMIT");
   in_transaction_ = false;
   last_end_ = commit.end_lsn;
+  last_commit_time_ = commit.commit_time;
   stats_.transactions++;
 }
 
@@ -465,7 +522,19 @@ void ChangeApplier::Impl::to_row(const RelationState &rel, const Tuple &tuple, R
   }
 }
 
-void ChangeApplier::Impl::counted() { stats_.applied++; }
+// A change counts as applied unless every shard it was for already had it.
+void ChangeApplier::Impl::counted() {
+  if (dropped_) stats_.already_applied++;
+  if (sent_ || !dropped_) stats_.applied++;
+  sent_ = dropped_ = false;
+}
+
+// Whether the shard already committed the source transaction being received: then nothing of it
+// is sent there (noted for the change's stats).
+bool ChangeApplier::Impl::dropped(Shard &shard) {
+  if (shard.has_transaction) dropped_ = true;
+  return shard.has_transaction;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Changes
@@ -544,8 +613,10 @@ void ChangeApplier::Impl::on_truncate(const Truncate &truncate) {
   for (size_t i = 0; i < names.size(); i++) sql += (i ? ", " : "") + names[i];
   if (truncate.restart_identity) sql += " RESTART IDENTITY";
   for (Shard &shard : shards_) {
+    if (dropped(shard)) continue;
     begin(shard);
     shard.pipe->query(sql);
+    sent_ = true;
   }
   counted();
 }
@@ -619,17 +690,27 @@ void ChangeApplier::Impl::move_row(const TableState &t, int to, const Row &key_r
     return;
   }
   // Gone from every old shard: a replay of a move already done, so the row is on `to` under its
-  // new identity; the changed columns are set again.
-  if (fetch_old_values(t, key_row)) {
-    upsert(t, to, new_row_);
-  } else {
-    update(t, to, new_row_, new_row_, false);
+  // new identity; the changed columns are set again. Not looked for on an old shard that already
+  // committed this transaction: if `to` has not, it may never have got the row (a crash between
+  // the shards' COMMITs), and the missing values come from the source instead.
+  switch (fetch_old_values(t, key_row)) {
+    case OldRow::Found:
+      upsert(t, to, new_row_);
+      return;
+    case OldRow::Committed:
+      if (!options_.source) break;
+      if (!shards_[to].has_transaction && fetch_source_values(t)) upsert(t, to, new_row_);
+      return;
+    case OldRow::Gone:
+      break;
   }
+  update(t, to, new_row_, new_row_, false);
 }
 
-// DELETE ... RETURNING on every shard in previous_ at once, then waits for them (the one place the
-// applier waits for a result mid-batch). Fills new_row_'s missing values from the row found.
-bool ChangeApplier::Impl::fetch_old_values(const TableState &t, const Row &key_row) {
+// DELETE ... RETURNING on every shard in previous_ that does not already have this transaction, at
+// once, then waits for them (the one place the applier waits for a result mid-batch). Fills
+// new_row_'s missing values from the row found.
+OldRow ChangeApplier::Impl::fetch_old_values(const TableState &t, const Row &key_row) {
   shape_.reset('D');
   shape_where(t, key_row, shape_);
   for (size_t c = 0; c < new_row_.size(); c++) {
@@ -637,24 +718,57 @@ bool ChangeApplier::Impl::fetch_old_values(const TableState &t, const Row &key_r
   }
   int id = statement(t, shape_);
   std::vector<std::pair<int, Pipeline::Ticket>> tickets;
-  for (int s : previous_) tickets.emplace_back(s, send(s, id, key_row, key_row, true));
+  bool committed = false;
+  for (int s : previous_) {
+    if (dropped(shards_[s])) {
+      committed = true;
+    } else {
+      tickets.emplace_back(s, send(s, id, key_row, key_row, true));
+    }
+  }
   fetched_.clear();
   bool found = false;
   for (const auto &[s, ticket] : tickets) {
     shards_[s].pipe->wait_for(ticket);
     Result res = shards_[s].pipe->take(ticket);
     if (res.rows() == 0) continue;
-    const std::vector<int> &returning = statements_[id].returning;
-    for (size_t i = 0; i < returning.size(); i++) {
-      Field &field = new_row_[returning[i]];
-      field.state = res.is_null(0, static_cast<int>(i)) ? Field::State::Null : Field::State::Value;
-      field.text = res.value(0, static_cast<int>(i));
-      field.binary = false;  // results come as text
-    }
-    fetched_.push_back(std::move(res));  // new_row_ points into it until the upsert is sent
+    fill_missing(std::move(res), statements_[id].returning);
     found = true;
   }
-  return found;
+  return found ? OldRow::Found : committed ? OldRow::Committed : OldRow::Gone;
+}
+
+// The unchanged TOASTed values of a key move replayed onto a shard that never got the row, from
+// the source's current row with the new row's identity (its old shard already committed the move,
+// and deleted the row, before a crash that kept the new shard from committing it).
+// The current value, not the one of this transaction's time, is right: the replay goes on to
+// apply every later change of the row, and an UPDATE sends every value it changed, so the row
+// converges to the source's current state anyway. A row the source no longer has is not written:
+// a later change in the replay removed it (its DELETE would remove it here anyway).
+bool ChangeApplier::Impl::fetch_source_values(const TableState &t) {
+  Shard &source = source_session();
+  shape_.reset('S');
+  for (size_t c = 0; c < new_row_.size(); c++) {
+    if (!new_row_[c].sent()) shape_.returning.push_back(static_cast<int>(c));
+  }
+  int id = statement(t, shape_);
+  Pipeline::Ticket ticket = execute(source, id, new_row_, new_row_, true);
+  source.pipe->wait_for(source.pipe->sync());  // the sync ends the read's implicit transaction
+  Result res = source.pipe->take(ticket);
+  if (res.rows() == 0) return false;
+  fill_missing(std::move(res), statements_[id].returning);
+  return true;
+}
+
+// new_row_'s values at plan columns `returning` from the first row of a result (text).
+void ChangeApplier::Impl::fill_missing(Result res, const std::vector<int> &returning) {
+  for (size_t i = 0; i < returning.size(); i++) {
+    Field &field = new_row_[returning[i]];
+    field.state = res.is_null(0, static_cast<int>(i)) ? Field::State::Null : Field::State::Value;
+    field.text = res.value(0, static_cast<int>(i));
+    field.binary = false;  // results come as text
+  }
+  fetched_.push_back(std::move(res));  // new_row_ points into it until the upsert is sent
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -776,6 +890,12 @@ std::string ChangeApplier::Impl::build_sql(const TableState &t, const Shape &sha
     return "DELETE FROM " + t.qualified + " WHERE " + identity_match(t, false, params) +
            " AND EXISTS (SELECT 1 FROM " + t.qualified + " WHERE " + identity_match(t, true, params) + ")";
   }
+  if (shape.kind == 'S') {
+    std::vector<std::string> names;
+    for (int c : shape.returning) names.push_back(columns[c]);
+    return "SELECT " + quote_ident_list(names) + " FROM " + t.qualified + " WHERE " +
+           identity_match(t, false, params);
+  }
   if (shape.kind == 'U') {
     sql = "UPDATE " + t.qualified + " SET ";
     for (size_t i = 0; i < shape.values.size(); i++) {
@@ -829,12 +949,21 @@ std::string ChangeApplier::Impl::where_sql(const TableState &t, const Shape &sha
   return "ctid = (SELECT ctid FROM " + t.qualified + " WHERE " + cond + " LIMIT 1)";
 }
 
-// Sends one execution on one shard, preparing the statement there first if needed.
+// Sends one execution on one shard in its batch's transaction, unless the shard already has the
+// source transaction (then nothing is sent and the ticket is 0).
 Pipeline::Ticket ChangeApplier::Impl::send(int shard_index, int id, const Row &row,
                                            const Row &key_row, bool keep) {
   Shard &shard = shards_[shard_index];
-  const Statement &st = statements_[id];
+  if (dropped(shard)) return 0;
   begin(shard);
+  sent_ = true;
+  return execute(shard, id, row, key_row, keep);
+}
+
+// One execution on a session, preparing the statement there first if needed.
+Pipeline::Ticket ChangeApplier::Impl::execute(Shard &shard, int id, const Row &row,
+                                              const Row &key_row, bool keep) {
+  const Statement &st = statements_[id];
   if (shard.prepared.size() <= static_cast<size_t>(id)) shard.prepared.resize(id + 1, 0);
   if (!shard.prepared[id]) {
     shard.pipe->prepare(st.name, st.sql, static_cast<int>(st.params.size()));
@@ -875,15 +1004,25 @@ bool ChangeApplier::Impl::batch_due() const {
 // first a sync point, which reports every statement's outcome, so that an error anywhere leaves
 // every shard uncommitted (fail() then closes the sessions: they roll back); then COMMIT. Only a
 // failure between the COMMITs (a shard lost mid-commit) can leave part of a batch committed:
-// without two-phase commit, replaying the batch, which is idempotent, repairs it. (Deferred
-// constraints do not fail a COMMIT here: their checks are triggers, which replica sessions do not
-// fire.)
+// without two-phase commit, replaying the batch, which is idempotent, repairs it; with an origin,
+// the shards that committed skip it. (Deferred constraints do not fail a COMMIT here: their checks
+// are triggers, which replica sessions do not fire.)
 Lsn ChangeApplier::Impl::flush() {
   ctx_.check_interrupts();
+  bool origin = !options_.origin.empty();
+  if (origin && in_transaction_) {
+    throw Error(sqlstate::kInternalError,
+                "cannot commit part of a source transaction on the destination shards",
+                "Their replication origin's progress says which source transactions they hold "
+                "whole; a replay would skip the rest of this one.");
+  }
   std::vector<Shard *> open = open_shards();
   if (!open.empty()) {
     std::vector<Pipeline::Ticket> synced, committed, syncs;
-    for (Shard *shard : open) synced.push_back(shard->pipe->sync());
+    for (Shard *shard : open) {
+      if (origin) set_progress(*shard);
+      synced.push_back(shard->pipe->sync());
+    }
     wait_all(open, synced);
     for (Shard *shard : open) {
       committed.push_back(shard->pipe->query("COMMIT", true));
@@ -897,6 +1036,7 @@ Lsn ChangeApplier::Impl::flush() {
                     open[i]->pipe->location() + ": COMMIT of an applied batch answered " + tag);
       }
       open[i]->in_transaction = false;
+      if (origin) open[i]->progress = last_end_;
     }
     stats_.batches++;
   }
@@ -905,6 +1045,19 @@ Lsn ChangeApplier::Impl::flush() {
   batch_started_.reset();
   if (in_transaction_) batch_started_ = Clock::now();  // the rest of this transaction: a new batch
   return flushed_;
+}
+
+// The batch's last complete source transaction becomes the shard's origin progress when it commits.
+void ChangeApplier::Impl::set_progress(Shard &shard) {
+  constexpr const char *kName = "pgdog_apply_origin_progress";
+  if (!shard.progress_prepared) {
+    shard.pipe->prepare(kName, kOriginProgressSql, 2);
+    shard.progress_prepared = true;
+  }
+  params_.clear();
+  params_.add_text(last_end_.to_string());
+  params_.add_text(std::to_string(last_commit_time_));
+  shard.pipe->execute(kName, params_);
 }
 
 std::vector<Shard *> ChangeApplier::Impl::open_shards() {
@@ -956,6 +1109,7 @@ void ChangeApplier::Impl::fail() noexcept {
     shard.conn.reset();
     shard.in_transaction = false;
   }
+  source_.reset();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,6 +1149,8 @@ Lsn ChangeApplier::flush() {
   return impl_->guarded([&] { return impl_->flush(); });
 }
 Lsn ChangeApplier::flushed() const { return impl_->flushed_; }
+bool ChangeApplier::in_transaction() const { return impl_->in_transaction(); }
+std::vector<std::optional<Lsn>> ChangeApplier::origin_progress() const { return impl_->origin_progress(); }
 void ChangeApplier::set_start(Lsn start) {
   if (start > impl_->flushed_) impl_->flushed_ = start;
 }

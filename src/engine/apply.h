@@ -11,10 +11,16 @@
 // - Statements are prepared once per table, shard and shape, and sent in libpq pipeline mode; no
 //   shard waits for another. A batch ends on a size or age limit at a source commit boundary: every
 //   shard commits, and only then is the batch's last end LSN reported as flushed.
+// - With a replication origin (ApplyOptions::origin, see apply_origin.h), each shard commits the
+//   origin's progress with its batch, and a source transaction a shard already committed sends it
+//   nothing: a replay after a crash is exactly-once per shard, REPLICA IDENTITY FULL inserts
+//   included.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "core/lsn.h"
@@ -33,11 +39,23 @@ struct ApplyTable {
 struct ApplyOptions {
   size_t batch_changes = 10000;  // commit the destination transactions after this many changes...
   int batch_ms = 100;            // ...or when the open batch is this old, at a commit boundary
+  // The stream's replication origin, kept on every destination shard (as shard_origin(origin, i),
+  // created if missing); empty: none, and a replay re-applies what a shard already committed
+  // (harmless except for REPLICA IDENTITY FULL inserts). An origin is bound to one session at a
+  // time: one per stream (task, source shard).
+  std::string origin;
+  // The source shard (a plain connection, opened on first need), read by a key move replayed onto
+  // a shard that never got the row while its old shard already committed the move (see apply.cpp).
+  // Unset: that replay updates the new shard as if the move were done there too.
+  std::optional<ConnParams> source;
 };
 
 struct ApplyStats {
   uint64_t applied = 0;  // changes sent to destinations
   uint64_t skipped = 0;  // changes at or below a watermark
+  // Changes not sent to a shard (or shards) because its origin shows it committed their transaction.
+  // A change sent to some shards and not to others counts here and in `applied`.
+  uint64_t already_applied = 0;
   uint64_t transactions = 0;
   uint64_t batches = 0;
 };
@@ -66,7 +84,14 @@ class ChangeApplier : public PgOutputHandler {
   bool advance_idle(Lsn position);
   // Commits the open batch on every shard; returns the end LSN of the last source transaction now
   // durable on all of them (the position to confirm to the source). No-op if nothing is open.
+  // With an origin, refused (XX000) inside a source transaction: a shard's progress says which
+  // transactions it holds whole, so none may be committed in part.
   Lsn flush();
+  // Between BEGIN and COMMIT of a source transaction.
+  bool in_transaction() const;
+  // With an origin: each shard's progress (the end of the last source transaction it committed),
+  // nullopt for a shard without any yet. Empty without an origin.
+  std::vector<std::optional<Lsn>> origin_progress() const;
   // The last position flush() returned (or the start position, before any).
   Lsn flushed() const;
   void set_start(Lsn start);  // the position streaming starts from: flushed() until the first flush

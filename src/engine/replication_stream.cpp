@@ -1,6 +1,7 @@
 #include "engine/replication_stream.h"
 
 #include <chrono>
+#include <optional>
 
 #include "core/sql.h"
 
@@ -90,6 +91,13 @@ std::vector<ConnParams> in_encoding(std::vector<ConnParams> destinations, const 
   return destinations;
 }
 
+// The applier's reads from the source give text values, which must be in the same bytes as the
+// stream's.
+ApplyOptions in_encoding(ApplyOptions options, const std::string &encoding) {
+  if (options.source) set_option(*options.source, "client_encoding", encoding);
+  return options;
+}
+
 ConnParams replication_params(const ConnParams &source, const std::string &encoding) {
   ConnParams params = source;
   params.replication = true;
@@ -106,7 +114,8 @@ class Stream {
         observer_(observer),
         ctx_(ctx),
         source_(source_facts(request, ctx)),
-        applier_(request.tables, in_encoding(request.destinations, source_.encoding), ctx, request.apply),
+        applier_(request.tables, in_encoding(request.destinations, source_.encoding), ctx,
+                 in_encoding(request.apply, source_.encoding)),
         clock_(applier_) {
     applier_.set_start(request.start);
     conn_ = std::make_unique<Connection>(replication_params(request.source, source_.encoding), ctx);
@@ -114,17 +123,17 @@ class Stream {
 
   void run() {
     ctx_.log(LogLevel::Info, "streaming slot " + quote_ident(request_.slot) + " from " + request_.start.to_string() +
-                                 (source_.binary ? ", values in binary" : ", values in text"));
+                                 (source_.binary ? ", values in binary" : ", values in text") + origin_state());
     conn_->start_replication(start_command(request_, source_.binary));
     last_status_ = Clock::now();
     for (;;) {
       ctx_.check_interrupts();
       std::optional<std::string_view> message = conn_->read_copy_data(wait_ms());
       if (message) handle(*message);
-      // Commit when the batch is due, or when the stream went quiet: nothing is held waiting for
-      // the next change. (A partial source transaction committed this way is replayed, harmlessly,
-      // after a restart: the confirmed position only moves at source commit boundaries.)
-      if (applier_.batch_due() || (!message && pending_)) commit_batch();
+      // Commit when the batch is due, or when the stream went quiet at a transaction boundary:
+      // nothing is held waiting for the next change. Never inside a source transaction: with a
+      // replication origin, a shard's progress says which transactions it holds whole.
+      if (applier_.batch_due() || (!message && pending_ && !applier_.in_transaction())) commit_batch();
       report_progress();
       // Asking for a reply makes the source send its current WAL end: the lag stays fresh.
       if (Clock::now() - last_status_ >= std::chrono::milliseconds(request_.status_interval_ms)) send_status(true);
@@ -148,6 +157,18 @@ class Stream {
     pending_ = true;
   }
 
+  // ", origin "o" (shard 0 at 0/1A2B, shard 1 at none)", or nothing without an origin.
+  std::string origin_state() const {
+    if (request_.apply.origin.empty()) return "";
+    std::vector<std::optional<Lsn>> progress = applier_.origin_progress();
+    std::string out = ", origin " + quote_ident(request_.apply.origin) + " (";
+    for (size_t i = 0; i < progress.size(); i++) {
+      out += (i ? ", shard " : "shard ") + std::to_string(i) + " at " +
+             (progress[i] ? progress[i]->to_string() : "none");
+    }
+    return out + ")";
+  }
+
   void commit_batch() {
     Lsn before = applier_.flushed();
     Lsn after = applier_.flush();
@@ -157,8 +178,8 @@ class Stream {
 
   // A new flushed position (a commit, or an idle keepalive's) goes to the observer (a catalog
   // write) and to the source at once: a restart replays what followed the persisted position,
-  // which is harmless only for tables with a key (an INSERT into a REPLICA IDENTITY FULL table
-  // would be a second row), so that window stays as small as it can.
+  // which without a replication origin is harmless only for tables with a key (an INSERT into a
+  // REPLICA IDENTITY FULL table would be a second row), so that window stays as small as it can.
   void report_progress() {
     if (!unreported_) return;
     observer_.flushed(applier_.flushed(), clock_.last_commit_time);

@@ -30,7 +30,7 @@ struct StreamRequest {
   Lsn start;          // the last confirmed position (the slot never goes back before its own)
   std::vector<ApplyTable> tables;
   std::vector<ConnParams> destinations;
-  ApplyOptions apply;
+  ApplyOptions apply;  // its source, if set, is read in the stream's client_encoding
   // Standby status updates, each asking for a reply, at least this often: the reply's position
   // keeps the lag fresh and lets an idle stream confirm the source's current position.
   int status_interval_ms = 100;

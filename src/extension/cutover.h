@@ -22,7 +22,7 @@ class CutoverHooks {
   virtual ~CutoverHooks() = default;
   virtual void apply_sequences() = 0;     // schema sync 'cutover' on the destination
   virtual void stop_streams() = 0;        // the forward stream workers exit (restarted if it aborts)
-  virtual void drop_source_slots() = 0;   // the forward slots, on the source cluster
+  virtual void drop_source_slots() = 0;   // the forward slots (source cluster) and stream origins (new cluster)
   virtual void tend_streams() = 0;        // restarts stream workers that exited (while waiting for the lag)
 };
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "engine/apply_origin.h"
 #include "engine/cluster.h"
 #include "engine/preflight.h"
 #include "engine/replication_stream.h"
@@ -68,11 +69,19 @@ void run_stream_worker(int64_t task_id, int shard) {
   request.start = start->lsn;
   request.tables = apply_tables(*task, config, shard);
   request.destinations = primaries(config, task->destination);
+  // Exactly-once per destination shard: the origin's progress is committed with each batch there.
+  // One per source shard, since an origin serves one session at a time (the applier suffixes it
+  // per destination shard: see shard_origin). drop_apply_origin takes the same name.
+  request.apply.origin = stream_origin(task_id, shard);
+  request.apply.source = request.source;
+  request.apply.source->replication = false;
+  request.apply.source->application_name = "pgdog_reshard apply";
   BackendTaskContext ctx(&worker_stop_requested);
   CatalogStreamObserver observer(task_id, shard);
   pg_call([&] {
-    elog(LOG, "pgdog_reshard: task %lld: streaming source shard %d from slot \"%s\" at %s", static_cast<long long>(task_id),
-         shard, request.slot.c_str(), request.start.to_string().c_str());
+    elog(LOG, "pgdog_reshard: task %lld: streaming source shard %d from slot \"%s\" at %s, replication origin \"%s\"",
+         static_cast<long long>(task_id), shard, request.slot.c_str(), request.start.to_string().c_str(),
+         request.apply.origin.c_str());
   });
   stream_changes(request, observer, ctx);
 }

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "engine/apply_origin.h"
 #include "engine/cluster.h"
 #include "engine/preflight.h"
 #include "engine/schema_sync.h"
@@ -204,7 +205,7 @@ void replicate_without_copy(const TaskRun &run, BackendTaskContext &ctx) {
   if (plan) in_transaction([&] { table_copies_insert(run.task.id, *plan, "skipped"); });
 }
 
-void drop_task_slots(const TaskRun &run);
+void drop_task_objects(const TaskRun &run);
 
 // One stream worker per source shard, restarted (with a growing pause) whenever one exits: it
 // resumes from its last confirmed position, and the apply is idempotent, so a restart loses nothing.
@@ -242,7 +243,7 @@ class StreamWorkers : public CutoverHooks {
       h = nullptr;
     }
   }
-  void drop_source_slots() override { drop_task_slots(run_); }
+  void drop_source_slots() override { drop_task_objects(run_); }
   void tend_streams() override { restart_exited(); }
 
  private:
@@ -308,8 +309,9 @@ void stream_until_cut_over(const TaskRun &run, BackendTaskContext &ctx) {
   }
 }
 
-// The slots and publications the task made on its source cluster.
-void drop_task_slots(const TaskRun &run) {
+// What the task made: slots and publications on its source cluster, and its streams' replication
+// origins on the destination shards (which record how far each shard applied each stream).
+void drop_task_objects(const TaskRun &run) {
   BackendTaskContext cleanup;  // no stop flag: cleanup must run even while stopping
   for (const PublicationRow &pub : in_transaction([&] { return publications_of(run.task.id); })) {
     if (pub.dropped) continue;
@@ -331,8 +333,16 @@ void drop_task_slots(const TaskRun &run) {
                                          slot.slot_name + "\": " + e.what());
     }
   }
+  if (run.task.command == "schema_sync") return;
+  for (int shard = 0; shard < run.config.shard_count(run.task.source); shard++) {
+    try {
+      drop_apply_origin(primaries(run.config, run.task.destination), stream_origin(run.task.id, shard), cleanup);
+    } catch (const Error &e) {
+      cleanup.log(LogLevel::Warning, "task " + std::to_string(run.task.id) + ": could not drop replication origin \"" +
+                                         stream_origin(run.task.id, shard) + "\": " + e.what());
+    }
+  }
 }
-
 void run_phases(const TaskRun &run) {
   BackendTaskContext ctx(&worker_stop_requested);
   const std::string &command = run.task.command;
@@ -378,7 +388,7 @@ void run_task(int64_t task_id) {
       log_task(task_id, "interrupted by shutdown; it resumes when the server is back");
       return;
     }
-    drop_task_slots(run);
+    drop_task_objects(run);
     std::string phase = in_transaction([&] { return task_load(task_id)->phase; });
     std::string why = stopped ? "stopped by reshard_stop()" : e.what();
     in_transaction([&] { task_update(task_id, stopped ? "cancelled" : "failed", phase, why); });

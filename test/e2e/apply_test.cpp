@@ -2,7 +2,10 @@
 // pgoutput messages built by hand. Placement is checked with PostgreSQL's own
 // satisfies_hash_partition (hash rules) or the rule written in SQL (list, range); idempotency by
 // applying the same changes twice and comparing every row; batching by looking at the shards from
-// other sessions; failure by a shard that rejects a row, and by a cancel while a shard is blocked.
+// other sessions; failure by a shard that rejects a row, and by a cancel while a shard is blocked;
+// exactly-once replays with a replication origin by replaying transactions onto shards whose
+// origins say they have them (a third server plays the source a replayed key move reads from, and
+// streams through stream_changes from two slots, the second one a replay of the first).
 #include <gtest/gtest.h>
 
 #include "expect_error.h"
@@ -27,6 +30,8 @@
 #include "core/pgoutput.h"
 #include "core/sharding.h"
 #include "engine/apply.h"
+#include "engine/apply_origin.h"
+#include "engine/replication_stream.h"
 #include "engine/table_plan.h"
 #include "engine/task_context.h"
 #include "harness.h"
@@ -229,13 +234,22 @@ class Apply : public ::testing::Test {
         return std::make_unique<PgInstance>(options);
       }));
     }
+    auto source = std::async(std::launch::async, [] {
+      InstanceOptions options;
+      options.name = "apply_source";
+      return std::make_unique<PgInstance>(options);
+    });
     for (auto &s : starting) shards_.push_back(s.get());
+    source_ = source.get();
     everywhere(
         "CREATE TABLE oracle_bigint (k bigint) PARTITION BY HASH (k);"
         "CREATE TABLE oracle_varchar (k varchar) PARTITION BY HASH (k);"
         "CREATE TABLE oracle_uuid (k uuid) PARTITION BY HASH (k)");
   }
-  static void TearDownTestSuite() { shards_.clear(); }
+  static void TearDownTestSuite() {
+    shards_.clear();
+    source_.reset();
+  }
 
   static PgInstance &shard(int i) { return *shards_[i]; }
   static void everywhere(const std::string &sql) {
@@ -253,6 +267,43 @@ class Apply : public ::testing::Test {
       out.push_back(p);
     }
     return out;
+  }
+
+  static ConnParams source_params() {
+    ConnParams p;
+    p.host = source_->host();
+    p.port = source_->port();
+    p.dbname = "postgres";
+    p.user = "postgres";
+    p.application_name = "apply_test_source";
+    return p;
+  }
+
+  // The stream origin's progress on shard s as text ("" for none).
+  static std::string origin_lsn(int s, const std::string &stream_origin) {
+    return shard(s).value("SELECT coalesce(pg_replication_origin_progress('" + shard_origin(stream_origin, s) +
+                          "', true)::text, '')");
+  }
+  static int64_t origins_named(int s, const std::string &stream_origin) {
+    return std::stoll(shard(s).value("SELECT count(*) FROM pg_replication_origin WHERE roname = '" +
+                                     shard_origin(stream_origin, s) + "'"));
+  }
+  // Shard s as if it had committed the source transactions up to `lsn` of the stream. The session
+  // of an applier just destroyed may hold the origin a moment longer.
+  static void advance_origin(int s, const std::string &stream_origin, const std::string &lsn) {
+    const std::string origin = shard_origin(stream_origin, s);
+    shard(s).exec("SELECT pg_replication_origin_create('" + origin + "') WHERE pg_replication_origin_oid('" +
+                  origin + "') IS NULL");
+    bool advanced = test::wait_until([&] {
+      try {
+        shard(s).exec("SELECT pg_replication_origin_advance('" + origin + "', '" + lsn + "')");
+        return true;
+      } catch (const test::ServerError &e) {
+        if (e.sqlstate != "55006") throw;
+        return false;
+      }
+    });
+    ASSERT_TRUE(advanced) << "origin " << origin << " stays in use on shard " << s;
   }
 
   std::unique_ptr<ChangeApplier> applier(std::vector<ApplyTable> tables, ApplyOptions options = {}) {
@@ -295,9 +346,11 @@ class Apply : public ::testing::Test {
   SimpleTaskContext ctx_{[this] { return stop_.load(); },
                          [this](LogLevel, const std::string &m) { logs_.push_back(m); }};
   static std::vector<std::unique_ptr<PgInstance>> shards_;
+  static std::unique_ptr<PgInstance> source_;
 };
 
 std::vector<std::unique_ptr<PgInstance>> Apply::shards_;
+std::unique_ptr<PgInstance> Apply::source_;
 
 // ---------------------------------------------------------------------------------------------
 // Routing
@@ -1000,6 +1053,338 @@ TEST_F(Apply, ABlockedShardHoldsTheStreamBackInsteadOfBuffering) {
   EXPECT_EQ(a->flush(), Lsn(0x10010));
   EXPECT_LT(peak - before, 50 * 1024) << "statements for the blocked shard piled up in memory";
   EXPECT_EQ(total("held"), kRows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactly once per shard with a replication origin
+
+using Progress = std::vector<std::optional<Lsn>>;
+
+std::string id_list(std::initializer_list<std::pair<int64_t, const char *>> rows) {
+  std::string out;
+  for (const auto &[id, v] : rows) out += (out.empty() ? "" : ",") + std::to_string(id) + ":" + v;
+  return out;
+}
+
+// A crash after the destinations committed and before the source confirmed: the stream replays
+// from the last confirmed position. REPLICA IDENTITY FULL inserts have no key to conflict on, so
+// without an origin the replay adds every row again; with one, each shard gets none of what it
+// committed, and what follows is applied as usual.
+TEST_F(Apply, AnOriginMakesAReplayOfFullIdentityInsertsExactlyOnce) {
+  everywhere("CREATE TABLE once_full (k bigint NOT NULL, note text)");
+  ShardedTable rule = rule_for("once_full", "k", DataType::Bigint);
+  const std::string origin = "apply_test_full";
+  ApplyOptions with_origin;
+  with_origin.origin = origin;
+  struct Outcome {
+    ApplyStats stats;
+    Progress progress;
+  };
+  // Transactions at 0x1000, 0x2000, ..., each inserting keys 0..9 twice (identical rows).
+  auto replay = [&](const ApplyOptions &options, int transactions, Lsn start) {
+    auto a = applier({table_for("once_full", {"k", "note"}, {}, &rule)}, options);
+    a->set_start(start);
+    Feed feed(*a);
+    feed.relation(1, "once_full", {{"k", kInt8, true}, {"note", kText, true}}, 'f');
+    for (int t = 1; t <= transactions; t++) {
+      feed.txn(0x1000 * t, [&] {
+        for (int i = 0; i < 20; i++) feed.insert(1, {val(i / 2), val("t" + std::to_string(t))});
+      });
+    }
+    EXPECT_EQ(a->flush(), Lsn(0x1000 * transactions + 16));
+    return Outcome{a->stats(), a->origin_progress()};
+  };
+
+  Outcome first = replay(with_origin, 2, Lsn());
+  EXPECT_EQ(first.progress, (Progress{Lsn(0x2010), Lsn(0x2010)}));
+  for (int s = 0; s < kShards; s++) {
+    EXPECT_EQ(origin_lsn(s, origin), "0/2010") << "shard " << s;
+    EXPECT_GT(count(s, "once_full"), 0) << "shard " << s;
+  }
+  ASSERT_EQ(total("once_full"), 40);
+  std::string committed = contents("once_full");
+
+  // Replayed from before both, and a new transaction after them (a new applier: a restarted worker).
+  Outcome again = replay(with_origin, 3, Lsn(0x800));
+  EXPECT_EQ(again.stats.already_applied, 40u);
+  EXPECT_EQ(again.stats.applied, 20u);
+  EXPECT_EQ(again.progress, (Progress{Lsn(0x3010), Lsn(0x3010)}));
+  EXPECT_EQ(total("once_full"), 60);
+  EXPECT_EQ(count(0, "once_full", "note = 't3'") + count(1, "once_full", "note = 't3'"), 20);
+  shard(0).exec("DELETE FROM once_full WHERE note = 't3'");
+  shard(1).exec("DELETE FROM once_full WHERE note = 't3'");
+  EXPECT_EQ(contents("once_full"), committed) << "the replay changed the committed rows";
+  for (int s = 0; s < kShards; s++) EXPECT_EQ(origin_lsn(s, origin), "0/3010") << "shard " << s;
+
+  // Without an origin the same replay adds every row again: what the origin is for.
+  replay(ApplyOptions(), 2, Lsn(0x800));
+  EXPECT_EQ(total("once_full"), 80);
+}
+
+// A shard's progress names whole source transactions: no flush may commit part of one.
+TEST_F(Apply, WithAnOriginAFlushInsideASourceTransactionIsRefused) {
+  everywhere("CREATE TABLE midtxn (id bigint PRIMARY KEY)");
+  const std::string origin = "apply_test_midtxn";
+  ApplyOptions options;
+  options.origin = origin;
+  auto a = applier({table_for("midtxn", {"id"}, {"id"})}, options);
+  Feed feed(*a);
+  feed.relation(1, "midtxn", {{"id", kInt8, true}});
+  EXPECT_FALSE(a->in_transaction());
+  a->on_begin(Begin{Lsn(0x1000), 0, 1});
+  feed.insert(1, {val(1)});
+  EXPECT_TRUE(a->in_transaction());
+  Error e = error_of([&] { a->flush(); });
+  EXPECT_EQ(e.sqlstate(), "XX000");
+  EXPECT_TRUE(has(e.what(), "part of a source transaction")) << e.what();
+  EXPECT_EQ(total("midtxn"), 0);
+  EXPECT_EQ(origin_lsn(0, origin), "");
+}
+
+// A crash between the shards' COMMITs: shard 0 committed the batch that moved rows to shard 1,
+// shard 1 did not. The replay must not look for the rows on shard 0 (it has the transaction), and
+// shard 1 must get them whole: the unchanged TOASTed value comes from the source's current row.
+// A moved row the source no longer has is not written (the replay goes on to its DELETE).
+TEST_F(Apply, AKeyMoveReplayedOntoTheShardThatMissedItTakesUnchangedValuesFromTheSource) {
+  const std::string ddl = "CREATE TABLE pmove (id bigint PRIMARY KEY, v text, doc text)";
+  everywhere(ddl);
+  source_->exec(ddl);
+  ShardedTable rule = rule_for("pmove", "id", DataType::Bigint);
+  const std::string origin = "apply_test_partial";
+  int64_t from = key_on(0, 1000), to = key_on(1, 2000);
+  int64_t gone_from = key_on(0, from + 1), gone_to = key_on(1, to + 1);
+  std::string doc = big_text(5), gone_doc = big_text(6);
+  // The source as it is now: the first row moved, the second moved and then deleted.
+  source_->exec("INSERT INTO pmove VALUES (" + std::to_string(to) + ", 'new', '" + doc + "')");
+  ApplyOptions options;
+  options.origin = origin;
+  options.source = source_params();
+  auto tables = [&] { return std::vector<ApplyTable>{table_for("pmove", {"id", "v", "doc"}, {"id"}, &rule)}; };
+  auto describe = [](Feed &feed) {
+    feed.relation(1, "pmove", {{"id", kInt8, true}, {"v", kText}, {"doc", kText}});
+  };
+  {
+    auto a = applier(tables(), options);
+    Feed feed(*a);
+    describe(feed);
+    feed.txn(0x1000, [&] {
+      feed.insert(1, {val(from), val("old"), val(doc)});
+      feed.insert(1, {val(gone_from), val("old"), val(gone_doc)});
+    });
+    ASSERT_EQ(a->flush(), Lsn(0x1010));
+  }
+  ASSERT_EQ(origin_lsn(1, origin), "") << "shard 1 got nothing so far";
+  // Shard 0 committed the batch of the moves (0x2000), shard 1 did not.
+  shard(0).exec("DELETE FROM pmove");
+  advance_origin(0, origin, "0/2010");
+
+  auto a = applier(tables(), options);
+  a->set_start(Lsn(0x1010));
+  EXPECT_EQ(a->origin_progress(), (Progress{Lsn(0x2010), std::nullopt}));
+  Feed feed(*a);
+  describe(feed);
+  feed.txn(0x2000, [&] {
+    feed.update(1, {val(to), val("new"), kUnchanged}, 'K', {val(from), kNull, kNull});
+    feed.update(1, {val(gone_to), val("new"), kUnchanged}, 'K', {val(gone_from), kNull, kNull});
+  });
+  feed.txn(0x3000, [&] { feed.remove(1, {val(gone_to), kNull, kNull}); });
+  EXPECT_EQ(a->flush(), Lsn(0x3010));
+  EXPECT_EQ(count(0, "pmove"), 0);
+  EXPECT_EQ(shard(1).value("SELECT string_agg(id || ' ' || v || ' ' || (md5(doc) = md5('" + doc +
+                           "')), ',') FROM pmove"),
+            std::to_string(to) + " new true");
+  EXPECT_EQ(a->stats().already_applied, 2u);
+  EXPECT_EQ(origin_lsn(0, origin), "0/2010") << "shard 0 was sent nothing";
+  EXPECT_EQ(origin_lsn(1, origin), "0/3010");
+}
+
+// Every path sends nothing to a shard whose origin is past the transaction. Shard 0 says it has
+// everything up to 0/2010 and refuses 'bad' values: anything sent there would fail the batch or
+// show in its rows. Shard 1, without progress, gets its part.
+TEST_F(Apply, ATransactionBelowAShardsProgressSendsItNothing) {
+  everywhere("CREATE TABLE below (id bigint PRIMARY KEY, v text, doc text)");
+  shard(0).exec("ALTER TABLE below ADD CONSTRAINT no_bad CHECK (v <> 'bad')");
+  ShardedTable rule = rule_for("below", "id", DataType::Bigint);
+  const std::string origin = "apply_test_below";
+  int64_t a0 = key_on(0, 1), b0 = key_on(0, a0 + 1), c0 = key_on(0, b0 + 1), d0 = key_on(0, c0 + 1);
+  int64_t a1 = key_on(1, 1), z1 = key_on(1, a1 + 1), moved = key_on(1, z1 + 1);
+  shard(0).exec("INSERT INTO below VALUES (" + std::to_string(a0) + ", 'keep', 'doc'), (" +
+                std::to_string(d0) + ", 'keep', 'doc')");
+  shard(1).exec("INSERT INTO below VALUES (" + std::to_string(z1) + ", 'truncated', 'doc')");
+  advance_origin(0, origin, "0/2010");
+  ApplyOptions options;
+  options.origin = origin;
+  auto a = applier({table_for("below", {"id", "v", "doc"}, {"id"}, &rule)}, options);
+  EXPECT_EQ(a->origin_progress(), (Progress{Lsn(0x2010), std::nullopt}));
+  Feed feed(*a);
+  feed.relation(1, "below", {{"id", kInt8, true}, {"v", kText}, {"doc", kText}});
+  feed.txn(0x800, [&] { feed.truncate({1}); });
+  feed.txn(0x1000, [&] {
+    feed.insert(1, {val(b0), val("bad"), val("doc")});
+    feed.insert(1, {val(a1), val("x"), val("doc")});
+    feed.update(1, {val(a0), val("bad"), kUnchanged});
+    feed.remove(1, {val(d0), kNull, kNull});
+  });
+  // The last transaction shard 0 has: a key move off it, whose old row is not looked for there
+  // (without a source, the new shard gets the update of a move already done, as without an origin).
+  feed.txn(0x2000, [&] {
+    feed.update(1, {val(moved), val("moved"), kUnchanged}, 'K', {val(a0), kNull, kNull});
+  });
+  feed.txn(0x3000, [&] { feed.insert(1, {val(c0), val("after"), val("doc")}); });
+  EXPECT_EQ(a->flush(), Lsn(0x3010));
+  const std::string rows = "SELECT coalesce(string_agg(id || ':' || v, ',' ORDER BY id), '') FROM below";
+  EXPECT_EQ(shard(0).value(rows), id_list({{a0, "keep"}, {c0, "after"}, {d0, "keep"}}));
+  EXPECT_EQ(shard(1).value(rows), id_list({{a1, "x"}}));
+  EXPECT_EQ(a->stats().already_applied, 5u);  // the truncate, 3 changes of 0x1000, the move
+  EXPECT_EQ(a->stats().applied, 4u);          // the truncate, a1, the move (on shard 1), c0
+  for (int s = 0; s < kShards; s++) EXPECT_EQ(origin_lsn(s, origin), "0/3010") << "shard " << s;
+}
+
+// Through stream_changes, from the source's slots: a second slot made with the first has confirmed
+// nothing, so streaming it replays every transaction, which the shards' origins skip.
+TEST_F(Apply, AStreamWithAnOriginReplaysNothingTheShardsCommitted) {
+  const std::string ddl = "CREATE TABLE sfull (k bigint NOT NULL, note text)";
+  everywhere(ddl);
+  source_->exec(ddl + "; ALTER TABLE sfull REPLICA IDENTITY FULL; CREATE PUBLICATION apply_pub FOR TABLE sfull");
+  Lsn start = Lsn::parse_or_throw(source_->value(
+      "SELECT lsn FROM pg_create_logical_replication_slot('apply_first', 'pgoutput')"));
+  source_->exec("SELECT pg_create_logical_replication_slot('apply_replay', 'pgoutput')");
+  ShardedTable rule = rule_for("sfull", "k", DataType::Bigint);
+  StreamRequest request;
+  request.source = source_params();
+  request.publication = "apply_pub";
+  request.start = start;
+  request.tables = {table_for("sfull", {"k", "note"}, {}, &rule)};
+  request.destinations = destinations();
+  request.apply.origin = "apply_test_stream";
+  request.apply.source = source_params();
+  struct Observer : StreamObserver {
+    void flushed(Lsn lsn, int64_t) override { position = lsn.value(); }
+    void source_position(Lsn) override {}
+    std::atomic<uint64_t> position{0};
+  };
+  // Streams `slot` until every transaction committed on the source is applied and confirmed.
+  auto stream = [&](const std::string &slot) {
+    request.slot = slot;
+    Observer observer;
+    std::atomic<bool> stop{false};
+    SimpleTaskContext ctx([&] { return stop.load(); }, [&](LogLevel, const std::string &m) { logs_.push_back(m); });
+    std::thread streaming([&] {
+      try {
+        stream_changes(request, observer, ctx);
+      } catch (const Error &e) {
+        if (e.sqlstate() != "57014") ADD_FAILURE() << e.what();
+      }
+    });
+    Lsn end = Lsn::parse_or_throw(source_->value(test::kCommittedWalEndSql));
+    EXPECT_TRUE(test::wait_until([&] { return observer.position.load() >= end.value(); }));
+    stop = true;
+    streaming.join();
+  };
+  source_->exec("INSERT INTO sfull SELECT i % 10, 'one' FROM generate_series(1, 50) i");
+  source_->exec("INSERT INTO sfull SELECT i % 10, 'two' FROM generate_series(1, 50) i");
+  stream("apply_first");
+  ASSERT_EQ(total("sfull"), 100);
+  std::string committed = contents("sfull");
+  std::string progress = origin_lsn(0, "apply_test_stream");
+  EXPECT_NE(progress, "");
+  EXPECT_EQ(origin_lsn(1, "apply_test_stream"), progress);
+  EXPECT_TRUE(std::any_of(logs_.begin(), logs_.end(), [](const std::string &m) {
+    return has(m, "origin \"apply_test_stream\" (shard 0 at none, shard 1 at none)");
+  }));
+
+  source_->exec("INSERT INTO sfull SELECT i % 10, 'three' FROM generate_series(1, 50) i");
+  stream("apply_replay");
+  EXPECT_TRUE(std::any_of(logs_.begin(), logs_.end(), [&](const std::string &m) {
+    return has(m, "(shard 0 at " + progress + ", shard 1 at " + progress + ")");
+  }));
+  EXPECT_EQ(total("sfull"), 150);
+  EXPECT_EQ(count(0, "sfull", "note = 'three'") + count(1, "sfull", "note = 'three'"), 50);
+  shard(0).exec("DELETE FROM sfull WHERE note = 'three'");
+  shard(1).exec("DELETE FROM sfull WHERE note = 'three'");
+  EXPECT_EQ(contents("sfull"), committed) << "the replay changed what the shards had committed";
+  source_->exec("SELECT pg_drop_replication_slot('apply_first'); SELECT pg_drop_replication_slot('apply_replay')");
+}
+
+// Origins belong to a server, not a database: two destination shards that are databases of one
+// server each get their own.
+TEST_F(Apply, ShardsThatAreDatabasesOfOneServerEachHaveTheirOrigin) {
+  shard(0).exec("CREATE DATABASE apply_second");
+  const std::string ddl = "CREATE TABLE samesrv (id bigint PRIMARY KEY)";
+  shard(0).exec(ddl);
+  shard(0).exec(ddl, "apply_second");
+  std::vector<ConnParams> both{destinations()[0], destinations()[0]};
+  both[1].dbname = "apply_second";
+  ShardedTable rule = rule_for("samesrv", "id", DataType::Bigint);
+  ApplyOptions options;
+  options.origin = "apply_test_samesrv";
+  {
+    ChangeApplier a({table_for("samesrv", {"id"}, {"id"}, &rule)}, both, ctx_, options);
+    Feed feed(a);
+    feed.relation(1, "samesrv", {{"id", kInt8, true}});
+    feed.txn(0x1000, [&] {
+      for (int i = 0; i < 20; i++) feed.insert(1, {val(i)});
+    });
+    EXPECT_EQ(a.flush(), Lsn(0x1010));
+    EXPECT_EQ(a.origin_progress(), (Progress{Lsn(0x1010), Lsn(0x1010)}));
+  }
+  EXPECT_EQ(std::stoll(shard(0).value("SELECT count(*) FROM samesrv")) +
+                std::stoll(shard(0).value("SELECT count(*) FROM samesrv", "apply_second")),
+            20);
+  EXPECT_EQ(shard(0).value("SELECT string_agg(roname || ' ' || remote_lsn, ',' ORDER BY roname) FROM "
+                           "pg_replication_origin_status JOIN pg_replication_origin ON roident = local_id "
+                           "WHERE roname LIKE 'apply_test_samesrv%'"),
+            "apply_test_samesrv_to_0 0/1010,apply_test_samesrv_to_1 0/1010");
+  drop_apply_origin(both, options.origin, ctx_);
+  EXPECT_EQ(shard(0).value("SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'apply_test_samesrv%'"), "0");
+}
+
+// drop_apply_origin removes the origin from every shard, waits for a session that still holds it,
+// and is a no-op where it is missing. A second applier on an origin in use waits for it too, and
+// gives up with 55006 when it stays in use.
+TEST_F(Apply, OriginsAreDroppedAndAnOriginInUseIsWaitedFor) {
+  everywhere("CREATE TABLE dropo (id bigint PRIMARY KEY)");
+  const std::string origin = "apply_test_drop";
+  ApplyOptions options;
+  options.origin = origin;
+  auto tables = [] { return std::vector<ApplyTable>{table_for("dropo", {"id"}, {"id"})}; };
+  auto release_later = [](std::unique_ptr<ChangeApplier> &a) {
+    return std::thread([&a] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      a.reset();
+    });
+  };
+  auto first = applier(tables(), options);
+  for (int s = 0; s < kShards; s++) EXPECT_EQ(origins_named(s, origin), 1) << "shard " << s;
+  std::thread releasing = release_later(first);
+  auto second = applier(tables(), options);  // the first one's sessions end meanwhile
+  releasing.join();
+
+  releasing = release_later(second);
+  drop_apply_origin(destinations(), origin, ctx_);
+  releasing.join();
+  for (int s = 0; s < kShards; s++) EXPECT_EQ(origins_named(s, origin), 0) << "shard " << s;
+  drop_apply_origin(destinations(), origin, ctx_);  // missing everywhere: fine
+
+  auto holder = applier(tables(), options);
+  auto started = Clock::now();
+  Error e = error_of([&] { applier(tables(), options); });
+  EXPECT_EQ(e.sqlstate(), "55006");
+  EXPECT_TRUE(has(e.what(), "\"apply_test_drop_to_0\"") && has(e.what(), "another session")) << e.what();
+  EXPECT_GE(Clock::now() - started, std::chrono::seconds(9));
+  holder.reset();
+
+  // Every origin the tests made (some on one shard only) dropped by its stream's name: none left.
+  std::vector<std::string> streams;
+  for (int s = 0; s < kShards; s++) {
+    for (const test::Row &row : shard(s).query("SELECT roname FROM pg_replication_origin")) {
+      streams.push_back(row[0]->substr(0, row[0]->rfind("_to_")));
+    }
+  }
+  for (const std::string &stream : streams) drop_apply_origin(destinations(), stream, ctx_);
+  for (int s = 0; s < kShards; s++) {
+    EXPECT_EQ(shard(s).value("SELECT count(*) FROM pg_replication_origin"), "0") << "shard " << s;
+  }
 }
 
 }  // namespace

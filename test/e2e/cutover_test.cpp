@@ -117,6 +117,7 @@ TEST_F(Cutover, WritesThroughPgBouncerSurviveTheCutoverAndTheRollback) {
   for (const PgInstance *pg : {source_.get(), dests_[0].get(), dests_[1].get()}) {
     EXPECT_EQ(pg->value("SELECT count(*) FROM pg_replication_slots"), "0") << pg->name();
     EXPECT_EQ(pg->value("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'pgdog_reshard%'"), "0") << pg->name();
+    EXPECT_EQ(pg->value("SELECT count(*) FROM pg_replication_origin"), "0") << pg->name();
   }
 }
 

@@ -54,13 +54,16 @@ class Reshard : public ProxiedCluster {
     return pg.value("SELECT count(*) || ' ' || coalesce(sum(hash_record_extended(t, 0) >> 8), 0) FROM " + table + " t");
   }
 
-  // Slots and publications of pgdog_reshard on every server.
+  // Slots, publications and replication origins of pgdog_reshard on every server.
   std::string leftovers() const {
     std::string out;
     for (const PgInstance *pg : {source_.get(), dests_[0].get(), dests_[1].get()}) {
       std::string slots = pg->value("SELECT count(*) FROM pg_replication_slots");
       std::string pubs = pg->value("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'pgdog_reshard%'");
-      if (slots != "0" || pubs != "0") out += pg->name() + ": " + slots + " slots, " + pubs + " publications; ";
+      std::string origins = pg->value("SELECT count(*) FROM pg_replication_origin");
+      if (slots != "0" || pubs != "0" || origins != "0") {
+        out += pg->name() + ": " + slots + " slots, " + pubs + " publications, " + origins + " origins; ";
+      }
     }
     return out;
   }
