@@ -2,6 +2,8 @@
 // nothing, so that a reshard that cannot succeed fails before it has left anything behind.
 #include "engine/preflight.h"
 
+#include "engine/apply_origin.h"
+
 #include "engine/cluster.h"
 
 #include <algorithm>
@@ -121,6 +123,8 @@ struct ServerFacts {
   std::string identity;
   bool in_recovery = false;
   bool can_replicate = false;
+  bool can_use_origins = false;  // the replication origin functions the apply calls (destinations)
+  int64_t used_origins = 0;      // origins take the same max_replication_slots states
 };
 
 // pg_stat_replication has a row for every WAL sender, whatever it does, and is readable by anyone:
@@ -138,7 +142,12 @@ SELECT current_setting('wal_level'),
        pg_is_in_recovery(),
        (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) OR
            EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication'
-                   AND pg_has_role(current_user, oid, 'MEMBER')))";
+                   AND pg_has_role(current_user, oid, 'MEMBER')),
+       has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE') AND
+           has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE') AND
+           has_function_privilege('pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone)', 'EXECUTE') AND
+           has_function_privilege('pg_replication_origin_drop(text)', 'EXECUTE'),
+       (SELECT count(*) FROM pg_replication_origin))";
 
 ServerFacts read_facts(Shard &shard) {
   Result r = shard.query(kFactsSql);
@@ -152,6 +161,8 @@ ServerFacts read_facts(Shard &shard) {
   f.identity = r.value(0, 6);
   f.in_recovery = r.value(0, 7) == "t";
   f.can_replicate = r.value(0, 8) == "t";
+  f.can_use_origins = r.value(0, 9) == "t";
+  f.used_origins = std::stoll(std::string(r.value(0, 10)));
   return f;
 }
 
@@ -178,16 +189,16 @@ void check_primary(const Shard &shard, const ServerFacts &f) {
       "Mark the shard's primary with role = \"primary\" in pgdog.toml.");
 }
 
-// `what` of `setting`: `used` taken, `needed` more wanted.
+// `what` of `setting`: `used` taken, `needed` more wanted (`why`).
 void check_free(const Shard &shard, const std::string &what, const std::string &setting, int64_t max,
-                int64_t used, int64_t needed, const std::string &view) {
+                int64_t used, int64_t needed, const std::string &view,
+                const std::string &why = "resharding needs one for the replication stream and one per parallel copy") {
   int64_t free = std::max<int64_t>(max - used, 0);
   if (free >= needed) return;
   throw Error(
       sqlstate::kConfigurationLimitExceeded,
       shard.where() + " has " + std::to_string(free) + " free " + what + ", needs " + std::to_string(needed),
-      setting + " = " + std::to_string(max) + ", " + std::to_string(used) + " in use (" + view +
-          "); resharding needs one for the replication stream and one per parallel copy.",
+      setting + " = " + std::to_string(max) + ", " + std::to_string(used) + " in use (" + view + "); " + why + ".",
       "Set " + setting + " to at least " + std::to_string(used + needed) + " on " + shard.server() +
           " (a restart is needed), or free some of those in use.");
 }
@@ -212,6 +223,20 @@ void check_source_server(const Shard &shard, const ServerFacts &f, const Reshard
              "pg_replication_slots");
   check_free(shard, "WAL senders", "max_wal_senders", f.max_senders, f.used_senders, needed,
              "pg_stat_replication");
+}
+
+// The apply records its progress in a replication origin per source shard on every destination
+// shard (what makes a replay exactly-once), in the commit of each batch.
+void check_destination_server(const Shard &shard, const ServerFacts &f, int source_shards) {
+  check_primary(shard, f);
+  if (!f.can_use_origins) {
+    throw Error(sqlstate::kInsufficientPrivilege,
+                "user " + quote_ident(shard.db->user) + " may not use replication origins on " + shard.where(),
+                "The changes applied there record their source position in a replication origin.",
+                kOriginPrivilegeHint);
+  }
+  check_free(shard, "replication origins", "max_replication_slots", f.max_slots, f.used_origins, source_shards,
+             "pg_replication_origin", "the apply needs one replication origin per source shard");
 }
 
 // Every shard's encoding must be the first source shard's: the copy moves text as bytes, and the
@@ -769,7 +794,9 @@ ReshardPlan preflight(const Config &config, const ReshardRequest &request, TaskC
   }
   check_distinct_databases(all, facts);
   for (size_t i = 0; i < sources.size(); i++) check_source_server(sources[i], facts[i], request);
-  for (size_t i = sources.size(); i < all.size(); i++) check_primary(*all[i], facts[i]);
+  for (size_t i = sources.size(); i < all.size(); i++) {
+    check_destination_server(*all[i], facts[i], static_cast<int>(sources.size()));
+  }
 
   std::vector<std::vector<CatalogTable>> catalogs;
   for (Shard &shard : sources) {

@@ -505,6 +505,32 @@ TEST_F(Preflight, TooFewWalSendersIsRefused) {
   EXPECT_TRUE(has(e.hint(), "max_wal_senders to at least 3")) << e.hint();
 }
 
+// The apply keeps one replication origin per source shard on every destination shard.
+TEST_F(Preflight, TooFewFreeReplicationOriginsOnADestinationIsRefused) {
+  PgInstance &pg = limits();
+  make_databases("origins");
+  pg.exec("SELECT count(pg_replication_origin_create('taken_' || g)) FROM generate_series(1, 19) g");
+  Config cfg = config_with(source_entries(), db_entry("prod_2x", 0, pg, "postgres") + db_entry("prod_2x", 1, *dst1_, db_));
+  Error e = failure(cfg, request(), {&pg});
+  pg.exec("SELECT count(pg_replication_origin_drop('taken_' || g)) FROM generate_series(1, 19) g");
+  EXPECT_EQ(e.sqlstate(), "53400");
+  EXPECT_TRUE(has(e.what(), "shard 0 of destination cluster \"prod_2x\"")) << e.what();
+  EXPECT_TRUE(has(e.what(), "1 free replication origins, needs 2")) << e.what();
+  EXPECT_TRUE(has(e.hint(), "max_replication_slots to at least 21")) << e.hint();
+}
+
+TEST_F(Preflight, DestinationUserWithoutReplicationOriginsIsRefused) {
+  make_databases("noorigin");
+  dst0_->exec("CREATE ROLE plain_destination LOGIN");
+  Config cfg = config_with(source_entries(), db_entry("prod_2x", 0, *dst0_, db_, "user = \"plain_destination\"\n") +
+                                                 db_entry("prod_2x", 1, *dst1_, db_));
+  Error e = failure(cfg, request());
+  dst0_->exec("DROP ROLE plain_destination");
+  EXPECT_EQ(e.sqlstate(), "42501");
+  EXPECT_TRUE(has(e.what(), "user \"plain_destination\" may not use replication origins")) << e.what();
+  EXPECT_TRUE(has(e.hint(), "pg_replication_origin_session_setup(text)")) << e.hint();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The publication
 
