@@ -97,7 +97,7 @@ void refuse_busy_clusters(const ReshardRequest &request) {
       {request.source, request.destination}, false);
   if (rows.empty()) return;
   const SpiRow &r = rows[0];
-  throw Error(sqlstate::kObjectInUse, "database \"" + *r[5] + "\" is already being resharded by task " + *r[0],
+  throw Error(sqlstate::kObjectInUse, "cluster \"" + *r[5] + "\" is already being resharded by task " + *r[0],
               "Task " + *r[0] + " (" + *r[1] + " " + *r[2] + " -> " + *r[3] + ") is " + *r[4] + ".",
               "Wait for it to end, cut it over, or stop it with reshard_stop(" + *r[0] + ").");
 }
@@ -147,9 +147,9 @@ Datum reshard_copy_data(PG_FUNCTION_ARGS) {
   });
 }
 
-// The whole reshard in one call: returns the task id at once; the task then runs pre-flight's
-// objects, schema pre, the copies, schema post, streaming, and cuts over by itself as soon as the
-// lag allows (see reshard_status and reshard_cutover; reshard_wait() waits for the end).
+// The whole reshard in one call: pre-flight here, then the task id is returned at once; the task
+// runs schema pre, the copies, schema post, streaming, and cuts over by itself as soon as the lag
+// allows (see reshard_status and reshard_cutover; reshard_wait() waits for the end).
 PG_FUNCTION_INFO_V1(reshard);
 Datum reshard(PG_FUNCTION_ARGS) {
   return cpp_entry([&]() -> Datum { return Int64GetDatum(start_task("reshard", request_args(fcinfo), "{}", true)); });

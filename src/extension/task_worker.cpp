@@ -343,6 +343,7 @@ void drop_task_objects(const TaskRun &run) {
     }
   }
 }
+
 void run_phases(const TaskRun &run) {
   BackendTaskContext ctx(&worker_stop_requested);
   const std::string &command = run.task.command;
