@@ -6,10 +6,7 @@
 
 namespace pgdog_reshard {
 
-// The insert position, less the page header it points past when the last record ended exactly at
-// a page boundary (24 bytes; 40 at the start of a segment): no record is there, and WAL senders,
-// which send what is flushed, never report a position inside a header.
-constexpr const char *kInsertedSql = R"SQL(
+const char *const kInsertedPositionSql = R"SQL(
 SELECT CASE WHEN (lsn - '0/0'::pg_lsn) % seg = 40 THEN lsn - 40
             WHEN (lsn - '0/0'::pg_lsn) % blk = 24 THEN lsn - 24
             ELSE lsn END::text
@@ -19,7 +16,7 @@ FROM (SELECT pg_catalog.pg_current_wal_insert_lsn() AS lsn,
 )SQL";
 
 std::vector<Lsn> source_positions(const std::vector<ConnParams> &sources, WalPosition which, TaskContext &ctx) {
-  const char *sql = which == WalPosition::Inserted ? kInsertedSql : "SELECT pg_catalog.pg_current_wal_lsn()::text";
+  const char *sql = which == WalPosition::Inserted ? kInsertedPositionSql : "SELECT pg_catalog.pg_current_wal_lsn()::text";
   std::vector<Lsn> positions;
   for (const ConnParams &source : sources) {
     Connection conn(source, ctx);

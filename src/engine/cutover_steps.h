@@ -19,6 +19,11 @@ namespace pgdog_reshard {
 // the write position, can be behind them): what the streams must have confirmed before the
 // clusters are swapped. `Written`: pg_current_wal_lsn(), for the lag.
 enum class WalPosition { Written, Inserted };
+// The query behind `Inserted` (one row, the LSN as text), for callers with their own sessions: the
+// insert position, less the page header it points past when the last record ended exactly at a
+// page boundary (24 bytes; 40 at the start of a segment): no record is there, and WAL senders,
+// which send what is flushed, never report a position inside a header.
+extern const char *const kInsertedPositionSql;
 std::vector<Lsn> source_positions(const std::vector<ConnParams> &sources, WalPosition which, TaskContext &ctx);
 
 // CREATE PUBLICATION name FOR TABLE (the given schema-qualified tables) on one shard. An existing

@@ -16,6 +16,7 @@
 #include "core/shard_sql.h"
 #include "core/sql.h"
 #include "engine/cluster.h"
+#include "engine/cutover_steps.h"
 
 namespace pgdog_reshard {
 
@@ -37,17 +38,6 @@ constexpr const char *kSessionSetup =
     "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'; "
     "SET lc_monetary = 'C'; SET search_path = ''";
 
-// Where a source shard's WAL ends once a read has returned: at or after the commit of every row the
-// read saw, also those committed with synchronous_commit = off (pg_current_wal_lsn(), the write
-// position, can be behind them). Less the page header the insert position points past when the last
-// record ended at a page boundary, which no stream ever reports (as cutover_steps.cpp does).
-constexpr const char *kPositionSql =
-    "SELECT CASE WHEN (lsn - '0/0'::pg_catalog.pg_lsn) % seg = 40 THEN lsn - 40"
-    " WHEN (lsn - '0/0'::pg_catalog.pg_lsn) % blk = 24 THEN lsn - 24 ELSE lsn END::pg_catalog.text"
-    " FROM (SELECT pg_catalog.pg_current_wal_insert_lsn() AS lsn,"
-    " pg_catalog.current_setting('wal_block_size')::pg_catalog.numeric AS blk,"
-    " (SELECT setting::pg_catalog.numeric FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size')"
-    " AS seg) p";
 
 int64_t to_int64(std::string_view text) {
   int64_t value = 0;
@@ -211,7 +201,8 @@ class Runner {
       Sent s;
       s.pipeline = std::make_unique<Pipeline>(*side.shards[i]->conn, ctx_);
       s.query = s.pipeline->query(sql[i], true);
-      if (side.source) s.position = s.pipeline->query(kPositionSql, true);
+      // Where the source's WAL ends once the read returned: at or after the commit of every row it saw.
+      if (side.source) s.position = s.pipeline->query(kInsertedPositionSql, true);
       s.sync = s.pipeline->sync();
       s.pipeline->pump();
       sent.push_back(std::move(s));
