@@ -84,15 +84,7 @@ const Table kTables[] = {
 
 std::string config_toml(const std::vector<std::unique_ptr<PgInstance>> &sources,
                         const std::vector<std::unique_ptr<PgInstance>> &destinations) {
-  std::string toml;
-  auto add = [&](const char *name, const std::vector<std::unique_ptr<PgInstance>> &shards) {
-    for (size_t i = 0; i < shards.size(); i++) {
-      toml += "[[databases]]\nname = \"" + std::string(name) + "\"\nhost = \"127.0.0.1\"\nport = " +
-              std::to_string(shards[i]->port()) + "\ndatabase_name = \"postgres\"\nshard = " + std::to_string(i) + "\n\n";
-    }
-  };
-  add("prod", sources);
-  add("prod_new", destinations);
+  std::string toml = cluster_entries("prod", sources) + cluster_entries("prod_new", destinations);
   int last = static_cast<int>(destinations.size()) - 1;
   toml += R"(
 [[sharded_tables]]

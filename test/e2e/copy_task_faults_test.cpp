@@ -67,13 +67,7 @@ database = "prod_new"
 )";
 
 std::string config_toml(const PgInstance &source, const std::vector<std::unique_ptr<PgInstance>> &destinations) {
-  std::string toml = "[[databases]]\nname = \"prod\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(source.port()) +
-                     "\ndatabase_name = \"postgres\"\nshard = 0\n\n";
-  for (size_t i = 0; i < destinations.size(); i++) {
-    toml +=
-        "[[databases]]\nname = \"prod_new\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(destinations[i]->port()) +
-        "\ndatabase_name = \"postgres\"\nshard = " + std::to_string(i) + "\n\n";
-  }
+  std::string toml = database_entry("prod", 0, source) + cluster_entries("prod_new", destinations);
   toml += R"(
 [[sharded_tables]]
 database = "prod_new"

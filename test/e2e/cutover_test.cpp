@@ -24,19 +24,9 @@
 namespace pgdog_reshard::test {
 namespace {
 
-const char *kSchema = R"sql(
-CREATE TABLE items (id bigint PRIMARY KEY, client int NOT NULL, n int NOT NULL, note text);
-CREATE TABLE tags (name text PRIMARY KEY, hits bigint NOT NULL DEFAULT 0);
-CREATE SEQUENCE tickets START 1000;
-INSERT INTO items SELECT g, -1, 0, 'before' FROM generate_series(1, 3000) g;
-INSERT INTO tags VALUES ('a', 0), ('b', 0);
-SELECT nextval('tickets') FROM generate_series(1, 500);
-CREATE PUBLICATION pgdog FOR ALL TABLES;
-)sql";
-
 class Cutover : public ProxiedCluster {
  protected:
-  void SetUp() override { start_proxied(kSchema, {"synchronous_commit = on"}); }
+  void SetUp() override { start_proxied(kProxiedSchema, {"synchronous_commit = on"}); }
 
   std::string cutover_state(const std::string &id) const {
     return control_->value("SELECT state || ' ' || coalesce(error, '') FROM reshard_cutover WHERE id = " + id);

@@ -548,13 +548,6 @@ CommandResult run_command(const std::vector<std::string> &argv, const std::strin
   return result;
 }
 
-// The OS user PostgreSQL runs as: `postgres` when we are root (it refuses to run as root),
-// otherwise ourselves.
-struct OsUser {
-  uid_t uid;
-  gid_t gid;
-};
-
 std::optional<OsUser> lookup_postgres_user() {
   if (geteuid() != 0) return std::nullopt;
   const passwd *pw = getpwnam("postgres");
@@ -564,20 +557,6 @@ std::optional<OsUser> lookup_postgres_user() {
         "(it refuses to run as root); create one: useradd --system postgres");
   }
   return OsUser{pw->pw_uid, pw->pw_gid};
-}
-
-// Looked up once (thread-safe static init): getpwnam's buffer is shared between threads.
-std::optional<OsUser> postgres_os_user() {
-  static const std::optional<OsUser> user = lookup_postgres_user();
-  return user;
-}
-
-void give_to_postgres(const std::string &path) {
-  if (auto user = postgres_os_user()) {
-    if (chown(path.c_str(), user->uid, user->gid) != 0) {
-      throw std::system_error(errno, std::generic_category(), "chown postgres " + path);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,6 +630,33 @@ std::string server_error_text(const std::string &sqlstate, const std::string &me
 }
 
 }  // namespace
+
+std::string database_entry(const std::string &cluster, int shard, const PgInstance &pg, const std::string &database) {
+  return "[[databases]]\nname = \"" + cluster + "\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(pg.port()) +
+         "\ndatabase_name = \"" + database + "\"\nshard = " + std::to_string(shard) + "\n\n";
+}
+
+std::string cluster_entries(const std::string &cluster, const std::vector<std::unique_ptr<PgInstance>> &shards,
+                            const std::string &database) {
+  std::string toml;
+  for (size_t i = 0; i < shards.size(); i++) toml += database_entry(cluster, static_cast<int>(i), *shards[i], database);
+  return toml;
+}
+
+// Looked up once (thread-safe static init): getpwnam's buffer is shared between threads.
+std::optional<OsUser> postgres_os_user() {
+  static const std::optional<OsUser> user = lookup_postgres_user();
+  return user;
+}
+
+void give_to_postgres(const std::string &path) {
+  if (auto user = postgres_os_user()) {
+    if (chown(path.c_str(), user->uid, user->gid) != 0) {
+      throw std::system_error(errno, std::generic_category(), "chown postgres " + path);
+    }
+  }
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // Public free functions.

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -115,12 +116,29 @@ inline constexpr const char *kCommittedWalEndSql =
     " current_setting('wal_block_size')::numeric AS blk,"
     " (SELECT setting::numeric FROM pg_settings WHERE name = 'wal_segment_size') AS seg) s";
 
+// pgdog.toml [[databases]] entries on loopback: shard `shard` of `cluster` on `pg`, and every
+// shard of `cluster` (shard i on shards[i]), each in database `database`.
+std::string database_entry(const std::string &cluster, int shard, const PgInstance &pg,
+                           const std::string &database = "postgres");
+std::string cluster_entries(const std::string &cluster, const std::vector<std::unique_ptr<PgInstance>> &shards,
+                            const std::string &database = "postgres");
+
 // A loopback port nothing listens on now and that this process has not handed out before (the
 // caller retries on another if a server's bind still fails).
 int pick_free_port();
 
 // Polls `probe` every 50 ms until it returns true or timeout_ms passes; returns the last result.
 bool wait_until(const std::function<bool()> &probe, int timeout_ms = 10000);
+
+// The OS user PostgreSQL (and PgBouncer) run as: `postgres` when we are root (they refuse to run
+// as root), nullopt when we are not root (they run as ourselves).
+struct OsUser {
+  uid_t uid;
+  gid_t gid;
+};
+std::optional<OsUser> postgres_os_user();
+// chown to that user (a no-op when not root): what the servers must be able to write.
+void give_to_postgres(const std::string &path);
 
 // Process-wide setup, done by the first PgInstance of a process (idempotent): exit and signal
 // handlers, child subreaper, sweep of stale directories. Call it before fork() when the child

@@ -67,26 +67,6 @@ std::string tail_lines(const std::string &text, int lines) {
   return text.substr(start + 1);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The OS user PgBouncer runs as: `postgres` when we are root, otherwise ourselves.
-
-struct OsUser {
-  uid_t uid;
-  gid_t gid;
-};
-
-std::optional<OsUser> lookup_postgres_user() {
-  if (geteuid() != 0) return std::nullopt;
-  const passwd *pw = getpwnam("postgres");
-  if (pw == nullptr) throw std::runtime_error("running as root but there is no `postgres` OS user");
-  return OsUser{pw->pw_uid, pw->pw_gid};
-}
-
-std::optional<OsUser> postgres_os_user() {
-  static const std::optional<OsUser> user = lookup_postgres_user();
-  return user;
-}
-
 void write_owned_file(const std::string &path, const std::string &content) {
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -95,11 +75,7 @@ void write_owned_file(const std::string &path, const std::string &content) {
     if (!out) throw std::runtime_error("cannot write " + path);
   }
   chmod(path.c_str(), 0644);
-  if (auto user = postgres_os_user()) {
-    if (chown(path.c_str(), user->uid, user->gid) != 0) {
-      throw std::system_error(errno, std::generic_category(), "chown postgres " + path);
-    }
-  }
+  give_to_postgres(path);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,19 +25,22 @@ ConnParams bouncer_params(const PgBouncer &bouncer, const std::string &db) {
 
 }  // namespace
 
-std::string proxied_config(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst) {
+const char *const kProxiedSchema = R"sql(
+CREATE TABLE items (id bigint PRIMARY KEY, client int NOT NULL, n int NOT NULL, note text);
+CREATE TABLE tags (name text PRIMARY KEY, hits bigint NOT NULL DEFAULT 0);
+CREATE SEQUENCE tickets START 1000;
+INSERT INTO items SELECT g, -1, 0, 'before' FROM generate_series(1, 3000) g;
+INSERT INTO tags VALUES ('a', 0), ('b', 0);
+SELECT nextval('tickets') FROM generate_series(1, 500);
+CREATE PUBLICATION pgdog FOR ALL TABLES;
+)sql";
 
-  std::string toml = "[general]\nport = 6432\n\n[[databases]]\nname = \"prod\"\nhost = \"127.0.0.1\"\nport = " +
-                     std::to_string(src.port()) + "\ndatabase_name = \"postgres\"\n\n";
-  for (size_t i = 0; i < dst.size(); i++) {
-    toml += "[[databases]]\nname = \"prod_2x\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(dst[i]->port()) +
-            "\ndatabase_name = \"postgres\"\nshard = " + std::to_string(i) + "\n\n";
-  }
-  return toml + "[[sharded_tables]]\ndatabase = \"prod_2x\"\nname = \"items\"\ncolumn = \"id\"\ndata_type = \"bigint\"\n";
+std::string proxied_config(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst) {
+  return "[general]\nport = 6432\n\n" + databases_toml(src, dst, "prod_2x") +
+         "[[sharded_tables]]\ndatabase = \"prod_2x\"\nname = \"items\"\ncolumn = \"id\"\ndata_type = \"bigint\"\n";
 }
 
-const char *kProxiedUsers =
-    "[[users]]\nname = \"postgres\"\ndatabase = \"prod\"\n[[users]]\nname = \"postgres\"\ndatabase = \"prod_2x\"\n";
+const std::string kProxiedUsers = users_toml("prod_2x");
 
 Writers::Writers(const PgBouncer &bouncer, int clients) {
   for (int c = 0; c < clients; c++) threads_.emplace_back([this, &bouncer, c] { run(bouncer, c); });

@@ -19,9 +19,13 @@
 
 namespace pgdog_reshard::test {
 
+// The source's schema the cutover and reshard tests share: 3000 rows of items, a table with a text
+// key (tags), a sequence that handed out 500 values (tickets), and the publication pgdog.
+extern const char *const kProxiedSchema;
+
 // pgdog.toml and users.toml of the two clusters.
 std::string proxied_config(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst);
-extern const char *kProxiedUsers;
+extern const std::string kProxiedUsers;
 
 // Writing clients: each inserts rows into items(id, client, n, note) with keys of its own and
 // updates them, every statement sent to PgBouncer database shard_<reshard hash of the key>. A key
@@ -52,8 +56,8 @@ class Writers {
 
 class ProxiedCluster : public ReshardCluster {
  protected:
-  // `schema` must create items(id bigint PRIMARY KEY, client int, n int, note text) and the
-  // publication pgdog; the control node gets `control_conf` too.
+  // `schema` (kProxiedSchema, or more) must create items(id bigint PRIMARY KEY, client int, n int,
+  // note text) and the publication pgdog; the control node gets `control_conf` too.
   void start_proxied(const std::string &schema, const std::vector<std::string> &control_conf = {});
 
   // PgBouncer's ini with another [databases] section, written beside the live one.

@@ -5,6 +5,21 @@
 
 namespace pgdog_reshard::test {
 
+std::string databases_toml(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst,
+                           const std::string &destination) {
+  return database_entry("prod", 0, src) + cluster_entries(destination, dst);
+}
+
+std::string users_toml(const std::string &destination) {
+  return "[[users]]\nname = \"postgres\"\ndatabase = \"prod\"\n[[users]]\nname = \"postgres\"\ndatabase = \"" +
+         destination + "\"\n";
+}
+
+const char *const kProdNewRules =
+    "[[sharded_tables]]\ndatabase = \"prod_new\"\ncolumn = \"user_id\"\ndata_type = \"bigint\"\n\n"
+    "[[sharded_tables]]\ndatabase = \"prod_new\"\nname = \"users\"\ncolumn = \"id\"\ndata_type = \"bigint\"\n\n"
+    "[[sharded_tables]]\ndatabase = \"prod_new\"\nname = \"accounts\"\ncolumn = \"code\"\ndata_type = \"varchar\"\n";
+
 void ReshardCluster::start_cluster(const std::string &schema, const std::vector<std::string> &control_conf) {
   InstanceOptions c;
   c.name = "control";

@@ -12,6 +12,16 @@
 
 namespace pgdog_reshard::test {
 
+// pgdog.toml's [[databases]] of cluster "prod" (`src`, one shard) and `destination` (`dst`, shard i
+// on dst[i]), every one database "postgres" on loopback.
+std::string databases_toml(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst,
+                           const std::string &destination);
+// users.toml: user postgres for "prod" and `destination`.
+std::string users_toml(const std::string &destination);
+// The rules of "prod_new" in the Streaming and Replicate tests: users by id, accounts by code
+// (varchar), every other table with a user_id column by it.
+extern const char *const kProdNewRules;
+
 class ReshardCluster : public ::testing::Test {
  protected:
   // Starts the control node (pgdog_reshard preloaded and created; `control_conf` added to its

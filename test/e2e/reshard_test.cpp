@@ -16,18 +16,8 @@
 namespace pgdog_reshard::test {
 namespace {
 
-const char *kSchema = R"sql(
-CREATE TABLE items (id bigint PRIMARY KEY, client int NOT NULL, n int NOT NULL, note text);
-CREATE TABLE tags (name text PRIMARY KEY, hits bigint NOT NULL DEFAULT 0);
-CREATE SEQUENCE tickets START 1000;
-INSERT INTO items SELECT g, -1, 0, 'before' FROM generate_series(1, 3000) g;
-INSERT INTO tags VALUES ('a', 0), ('b', 0);
-SELECT nextval('tickets') FROM generate_series(1, 500);
-CREATE PUBLICATION pgdog FOR ALL TABLES;
-)sql";
-
 // With a table whose copy takes seconds: long enough to restart or stop the control node mid-copy.
-const std::string kSchemaWithBig = std::string(kSchema) + R"sql(
+const std::string kSchemaWithBig = std::string(kProxiedSchema) + R"sql(
 CREATE TABLE big (id bigint PRIMARY KEY, v integer NOT NULL, pad text NOT NULL);
 INSERT INTO big SELECT g, (g::bigint * 7919) % 100000, repeat('x', 40) FROM generate_series(1, 1500000) g;
 )sql";
@@ -68,12 +58,23 @@ class Reshard : public ProxiedCluster {
     return out;
   }
 
+  // The reverse replication `task`'s cutover started: it streams, catches up (the two clusters then
+  // equal row for row), and stops cleanly.
+  void expect_reverse_catches_up_and_stops(const std::string &task) const {
+    std::string reverse = control_->value("SELECT reverse_task_id FROM reshard_cutover WHERE task_id = " + task);
+    ASSERT_TRUE(wait_state(reverse, "replicating")) << why(reverse);
+    ASSERT_TRUE(wait_caught_up(reverse)) << why(reverse);
+    EXPECT_TRUE(new_cluster_equals_source());
+    control_->value("SELECT reshard_stop(" + reverse + ")");
+    EXPECT_EQ(wait_end(reverse), "cancelled");
+  }
+
   // Everything that ran, as the control node logged it (for failure messages).
   std::string why(const std::string &task) const { return state(task) + "\n" + control_->log(); }
 };
 
 TEST_F(Reshard, OneCallUnderLoadEndsDoneWithReverseReplication) {
-  start_proxied(kSchema, {"synchronous_commit = on"});
+  start_proxied(kProxiedSchema, {"synchronous_commit = on"});
   Writers writers(*bouncer_, 4);
   ASSERT_TRUE(writers.advance(200)) << "the clients do not write";
 
@@ -151,12 +152,7 @@ TEST_F(Reshard, ControlNodeRestartsDuringTheCopyAndTheStreaming) {
   EXPECT_TRUE(contains_all(new_cluster_ids(), writers.acknowledged()));
   // big has no sharding rule: every shard holds all of it.
   for (auto &d : dests_) EXPECT_EQ(digest(*d, "big"), digest(*source_, "big")) << d->name();
-  std::string reverse = control_->value("SELECT reverse_task_id FROM reshard_cutover WHERE task_id = " + task);
-  ASSERT_TRUE(wait_state(reverse, "replicating")) << why(reverse);
-  ASSERT_TRUE(wait_caught_up(reverse)) << why(reverse);
-  EXPECT_TRUE(new_cluster_equals_source());
-  control_->value("SELECT reshard_stop(" + reverse + ")");
-  EXPECT_EQ(wait_end(reverse), "cancelled");
+  expect_reverse_catches_up_and_stops(task);
 }
 
 // reshard_stop mid-copy, then (on emptied destinations) mid-streaming: each ends cancelled within
@@ -193,7 +189,7 @@ TEST_F(Reshard, StopDuringTheCopyAndTheStreamingLeavesNothingBehind) {
 // replication launcher): the task fails after pgdog_reshard's 30 s with a message that says so,
 // rather than staying pending unseen; a stop of such a task ends it at once. Nothing is created.
 TEST_F(Reshard, NoWorkerSlotIsAClearErrorNotAHang) {
-  start_cluster(kSchema, {"max_worker_processes = 2"});
+  start_cluster(kProxiedSchema, {"max_worker_processes = 2"});
   load_config(proxied_config(*source_, dests_), kProxiedUsers);
   std::string task = start_reshard();
   ASSERT_EQ(wait_end(task, 90), "failed") << why(task);
@@ -212,7 +208,7 @@ TEST_F(Reshard, NoWorkerSlotIsAClearErrorNotAHang) {
 // id, and the task then runs to done in the background. The next minute's run is refused, since the
 // cluster is being moved (or done), so a schedule left in place does no harm.
 TEST_F(Reshard, PgCronJobStartsTheReshardAndReturnsAtOnce) {
-  start_proxied(kSchema, {"shared_preload_libraries = 'pgdog_reshard,pg_cron'", "cron.database_name = 'postgres'",
+  start_proxied(kProxiedSchema, {"shared_preload_libraries = 'pgdog_reshard,pg_cron'", "cron.database_name = 'postgres'",
                           "cron.use_background_workers = on"});
   control_->exec("CREATE EXTENSION pg_cron");
   control_->exec("SELECT cron.schedule('reshard-prod', '0 3 * * *', $$SELECT reshard('prod', 'prod_2x', 'pgdog')$$)");
@@ -241,12 +237,7 @@ TEST_F(Reshard, PgCronJobStartsTheReshardAndReturnsAtOnce) {
   EXPECT_NE(second[1].value_or("").find("already being resharded"), std::string::npos) << second[1].value_or("");
   control_->exec("SELECT cron.unschedule('reshard-prod')");
 
-  std::string reverse = control_->value("SELECT reverse_task_id FROM reshard_cutover WHERE task_id = " + task);
-  ASSERT_TRUE(wait_state(reverse, "replicating")) << why(reverse);
-  ASSERT_TRUE(wait_caught_up(reverse)) << why(reverse);
-  EXPECT_TRUE(new_cluster_equals_source());
-  control_->value("SELECT reshard_stop(" + reverse + ")");
-  EXPECT_EQ(wait_end(reverse), "cancelled");
+  expect_reverse_catches_up_and_stops(task);
 }
 
 }  // namespace

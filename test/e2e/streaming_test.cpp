@@ -46,20 +46,6 @@ const Checked kTables[] = {{"users", "id", "bigint"},       {"orders", "user_id"
                            {"accounts", "code", "varchar"}, {"events", "user_id", "bigint"},
                            {"scratch", "user_id", "bigint"}, {"settings", "", ""}};
 
-std::string config(const PgInstance &src, const std::vector<std::unique_ptr<PgInstance>> &dst) {
-  std::string toml = "[[databases]]\nname = \"prod\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(src.port()) +
-                     "\ndatabase_name = \"postgres\"\n\n";
-  for (size_t i = 0; i < dst.size(); i++) {
-    toml += "[[databases]]\nname = \"prod_new\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(dst[i]->port()) +
-            "\ndatabase_name = \"postgres\"\nshard = " + std::to_string(i) + "\n\n";
-  }
-  toml += "[[sharded_tables]]\ndatabase = \"prod_new\"\ncolumn = \"user_id\"\ndata_type = \"bigint\"\n\n"
-          "[[sharded_tables]]\ndatabase = \"prod_new\"\nname = \"users\"\ncolumn = \"id\"\ndata_type = \"bigint\"\n\n"
-          "[[sharded_tables]]\ndatabase = \"prod_new\"\nname = \"accounts\"\ncolumn = \"code\"\ndata_type = \"varchar\"\n";
-  return toml;
-}
-
-const char *kUsers = "[[users]]\nname = \"postgres\"\ndatabase = \"prod\"\n[[users]]\nname = \"postgres\"\ndatabase = \"prod_new\"\n";
 
 // One writing client: inserts, updates (ordinary, TOASTed-row and sharding-key), deletes and
 // multi-table transactions, at random, until told to stop.
@@ -99,7 +85,7 @@ class Streaming : public ReshardCluster {
  protected:
   void SetUp() override {
     start_cluster(kSchema, {"synchronous_commit = on"});
-    load_config(config(*source_, dests_), kUsers);
+    load_config(databases_toml(*source_, dests_, "prod_new") + kProdNewRules, users_toml("prod_new"));
   }
 
   void expect_identical() const {

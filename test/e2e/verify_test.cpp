@@ -300,16 +300,7 @@ class Servers {
 
  private:
   void plan_for(const std::vector<TableDef> &) {
-    std::string toml;
-    auto add = [&](const char *cluster, std::vector<std::unique_ptr<PgInstance>> &shards) {
-      for (size_t i = 0; i < shards.size(); i++) {
-        toml += "[[databases]]\nname = \"" + std::string(cluster) +
-                "\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(shards[i]->port()) +
-                "\ndatabase_name = \"" + db_ + "\"\nshard = " + std::to_string(i) + "\n\n";
-      }
-    };
-    add("prod", sources_);
-    add("prod_new", destinations_);
+    std::string toml = cluster_entries("prod", sources_, db_) + cluster_entries("prod_new", destinations_, db_);
     config_ = std::make_unique<Config>(parse_config(toml + rules_toml(m_), std::string_view(kUsers)));
     ReshardRequest request;
     request.source = "prod";
