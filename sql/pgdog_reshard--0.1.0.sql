@@ -32,7 +32,7 @@ SELECT pg_catalog.pg_extension_config_dump('pgdog_reshard.config', '');
 -- Tasks: every command the extension runs in the background, durable across restarts.
 CREATE TABLE pgdog_reshard.tasks (
   id bigserial PRIMARY KEY,
-  command text NOT NULL CHECK (command IN ('schema_sync', 'copy_data', 'replicate', 'reshard')),
+  command text NOT NULL CHECK (command IN ('schema_sync', 'copy_data', 'replicate', 'reshard', 'verify')),
   source text NOT NULL,
   destination text NOT NULL,
   publication text NOT NULL,
@@ -131,12 +131,38 @@ CREATE TABLE pgdog_reshard.publications (
 );
 REVOKE ALL ON pgdog_reshard.publications FROM PUBLIC;
 
+-- Verification results: one row per table, written as each table is verified (by reshard_verify's
+-- task, or by a cutover under pgdog_reshard.verify_before_cutover, under the replicating task's id).
+CREATE TABLE pgdog_reshard.verify_results (
+  task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
+  ordinal integer NOT NULL,              -- the table's position in the plan
+  schema_name text NOT NULL,
+  table_name text NOT NULL,
+  source_rows bigint NOT NULL,
+  destination_rows bigint NOT NULL,
+  source_checksum numeric NOT NULL,
+  destination_checksum numeric NOT NULL,
+  destination_shard_rows bigint[] NOT NULL,
+  misplaced bigint NOT NULL,
+  missing bigint NOT NULL,
+  extra bigint NOT NULL,
+  differing bigint NOT NULL,
+  unresolved bigint NOT NULL,            -- rows left unnarrowed (query budget): the counts are a lower bound
+  changing bigint NOT NULL,              -- rows the source kept changing through every re-check (not compared)
+  verdict text NOT NULL CHECK (verdict IN ('ok', 'differs', 'unsettled')),
+  examples text NOT NULL,
+  rounds integer NOT NULL,               -- 1, plus one per re-check after the stream caught up
+  verified_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (task_id, schema_name, table_name)
+);
+REVOKE ALL ON pgdog_reshard.verify_results FROM PUBLIC;
+
 -- Cutovers: one row per reshard_cutover() call, its steps' times and the proxy's acknowledgements.
 CREATE TABLE pgdog_reshard.cutovers (
   id bigserial PRIMARY KEY,
   task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
   state text NOT NULL DEFAULT 'requested'
-    CHECK (state IN ('requested', 'waiting_for_lag', 'pausing', 'draining', 'switching', 'resuming',
+    CHECK (state IN ('requested', 'waiting_for_lag', 'verifying', 'pausing', 'draining', 'switching', 'resuming',
                      'done', 'aborted')),
   requested_by name NOT NULL,
   requested_at timestamptz NOT NULL DEFAULT now(),
@@ -263,6 +289,52 @@ $$;
 COMMENT ON FUNCTION @extschema@.reshard_wait(bigint, interval) IS
   'Wait until the task ends (done, failed or cancelled) and return that state; with a timeout, the state it has when the timeout passes';
 
+-- Runs a verify task in a background worker and waits for it (cancellable: a cancel stops the
+-- worker); returns the task's id. Its errors are the worker's, with their SQLSTATE.
+CREATE FUNCTION pgdog_reshard.verify_task(source text, destination text, publication text)
+RETURNS bigint
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'pgdog_reshard_verify_task';
+REVOKE ALL ON FUNCTION pgdog_reshard.verify_task(text, text, text) FROM PUBLIC;
+
+-- The task's results are read once it has ended, with a new snapshot (so READ COMMITTED only, as
+-- for reshard_wait); the task and its results stay in the catalog (reshard_verify_results).
+CREATE FUNCTION @extschema@.reshard_verify(source text, destination text, publication text,
+  OUT schema text, OUT "table" text, OUT source_rows bigint, OUT destination_rows bigint,
+  OUT source_checksum numeric, OUT destination_checksum numeric, OUT destination_shard_rows bigint[],
+  OUT misplaced bigint, OUT missing bigint, OUT extra bigint, OUT differing bigint, OUT unresolved bigint,
+  OUT changing bigint, OUT verdict text, OUT examples text, OUT task_id bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  task bigint;
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'reshard_verify() cannot run in a % transaction', current_setting('transaction_isolation')
+      USING ERRCODE = 'invalid_transaction_state',
+            DETAIL = 'Its snapshot would not show the results the verify task writes.',
+            HINT = 'Call it outside an explicit transaction, or in a READ COMMITTED one.';
+  END IF;
+  task := pgdog_reshard.verify_task(source, destination, publication);
+  RETURN QUERY
+    SELECT v.schema_name, v.table_name, v.source_rows, v.destination_rows, v.source_checksum,
+           v.destination_checksum, v.destination_shard_rows, v.misplaced, v.missing, v.extra, v.differing,
+           v.unresolved, v.changing, v.verdict, v.examples, v.task_id
+    FROM pgdog_reshard.verify_results v WHERE v.task_id = task ORDER BY v.ordinal;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.reshard_verify(text, text, text) IS
+  'Compare the source and destination clusters table by table, on the servers: rows, checksums, rows on the wrong shard, missing, extra and differing rows, and a verdict (ok, differs, or unsettled: rows kept changing through every re-check). Runs while replication streams (a difference is re-checked once the stream has caught up); progress in reshard_status';
+
+-- Every verification's results, including those of a cutover's own (pgdog_reshard.verify_before_cutover).
+CREATE VIEW @extschema@.reshard_verify_results AS
+  SELECT v.task_id, t.command, t.source, t.destination, v.schema_name AS schema, v.table_name AS "table",
+         v.source_rows, v.destination_rows, v.source_checksum, v.destination_checksum, v.destination_shard_rows,
+         v.misplaced, v.missing, v.extra, v.differing, v.unresolved, v.changing, v.verdict, v.examples, v.rounds,
+         v.verified_at
+  FROM pgdog_reshard.verify_results v JOIN pgdog_reshard.tasks t ON t.id = v.task_id;
+
 CREATE FUNCTION @extschema@.reshard_stop(task bigint)
 RETURNS boolean
 LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -296,7 +368,10 @@ CREATE VIEW @extschema@.reshard_cutover AS
 CREATE VIEW @extschema@.reshard_status AS
   SELECT t.id, t.command, t.source, t.destination, t.publication, t.state, t.phase,
          -- A done table counts whole; a running one by its COPY bytes against its size estimate.
-         CASE WHEN c.tables = 0 THEN NULL
+         CASE WHEN t.command = 'verify' THEN
+                round(100.0 * (SELECT count(*) FROM pgdog_reshard.verify_results v WHERE v.task_id = t.id)
+                      / nullif((t.options ->> 'tables')::numeric, 0), 1)
+              WHEN c.tables = 0 THEN NULL
               WHEN c.done = c.tables THEN 100.0
               WHEN c.estimated_bytes > 0 THEN round(least(99.9, 100.0 * c.progress_bytes / c.estimated_bytes), 1)
               ELSE round(100.0 * c.done / c.tables, 1) END AS progress,
@@ -383,8 +458,9 @@ REVOKE ALL ON FUNCTION @extschema@.reshard_wait(bigint, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_stop(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_cutover(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reshard_verify(text, text, text) FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
-  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover FROM PUBLIC;
+  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover, @extschema@.reshard_verify_results FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_databases FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_sharded_tables FROM PUBLIC;
 
@@ -403,7 +479,9 @@ GRANT EXECUTE ON FUNCTION @extschema@.reshard_wait(bigint, interval) TO pgdog_re
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_stop(bigint) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover(bigint) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) TO pgdog_reshard_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.reshard_verify(text, text, text) TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
-  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover TO pgdog_reshard_admin;
+  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover, @extschema@.reshard_verify_results
+  TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_databases TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_sharded_tables TO pgdog_reshard_admin;

@@ -793,9 +793,14 @@ ReshardPlan preflight(const Config &config, const ReshardRequest &request, TaskC
     }
   }
   check_distinct_databases(all, facts);
-  for (size_t i = 0; i < sources.size(); i++) check_source_server(sources[i], facts[i], request);
-  for (size_t i = sources.size(); i < all.size(); i++) {
-    check_destination_server(*all[i], facts[i], static_cast<int>(sources.size()));
+  for (size_t i = 0; i < all.size(); i++) {
+    if (!request.replicate) {
+      check_primary(*all[i], facts[i]);
+    } else if (i < sources.size()) {
+      check_source_server(sources[i], facts[i], request);
+    } else {
+      check_destination_server(*all[i], facts[i], static_cast<int>(sources.size()));
+    }
   }
 
   std::vector<std::vector<CatalogTable>> catalogs;

@@ -19,6 +19,9 @@ struct ReshardRequest {
   // true: the rows will be copied, so every destination table must be absent or empty.
   // false (reshard_replicate: stream only): every destination table must exist, holding anything.
   bool copy = true;
+  // false (reshard_verify: reads only): wal_level, REPLICATION, free slots, WAL senders and origins
+  // are not checked.
+  bool replicate = true;
 };
 
 struct ReshardPlan {
@@ -40,12 +43,14 @@ struct ReshardPlan {
 //  - no two shards of either cluster are the same database of the same server (22023: compared by
 //    system_identifier, postmaster start time and current_database(), so host aliases are caught);
 //  - no shard is a standby (55000);
-//  - each source shard: wal_level = logical (55000); the user has REPLICATION (42501); enough free
+//  - each source shard (unless !request.replicate): wal_level = logical (55000); the user has REPLICATION (42501); enough free
 //    replication slots and WAL senders for 1 permanent + parallel_copies temporary slots
 //    (53400 configuration_limit_exceeded);
 //    the publication exists (42704), publishes INSERT, UPDATE and DELETE (55000), filters no rows
 //    or columns (0A000), publishes at least one table (55000) and the same tables on every source
 //    shard (55000);
+//  - each destination shard (unless !request.replicate): the user may use replication origins
+//    (42501) and one is free per source shard (53400);
 //  - every published table has a usable replica identity: primary key, index, or FULL (55000);
 //  - the sharding column a rule names exists in that table (42703), is not generated (0A000), has
 //    a type the rule can hash (42804); a nullable key column holding NULLs is refused (22004);

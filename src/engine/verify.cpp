@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <utility>
 
 #include "core/checksum.h"
@@ -251,28 +252,38 @@ class Comparison {
         destination_level0_(destination_.shards.size()) {}
 
   // Compares the level-0 buckets `only` (every bucket when empty), narrows into those that
-  // differ, and replaces what an earlier round found.
-  void round(const std::vector<int64_t> &only) {
+  // differ, and replaces what an earlier round found. A bracketed round (a re-check while the
+  // stream runs) reads the source, waits until the stream has applied what it saw, reads the
+  // destination, then the source again: a bucket the source changed meanwhile is left for the
+  // next round, since the destination may hold any state between the two source reads.
+  void round(const std::vector<int64_t> &only, bool bracketed) {
     diff_ = RowDiff();
     unresolved_ = 0;
+    changing_ = 0;
     samples_.clear();
     std::vector<Bucket> within;
     for (int64_t id : only) within.push_back(Bucket{kBucketBits, id, {}, {}});
-    read_level0(within);
+    read_level0(within, bracketed);
     std::vector<Bucket> differing;
     recheck_.clear();
     for (int64_t id : within.empty() ? all_buckets() : only) {
       Bucket b{kBucketBits, id, source_level0_[id], destination_total(id)};
+      if (changed_on_source_.count(id) > 0) {
+        changing_ += b.larger();
+        recheck_.push_back(id);
+        continue;
+      }
       if (!same_rows(b.source, b.destination)) differing.push_back(b);
       if (!same_rows(b.source, b.destination) || b.destination.misplaced > 0) recheck_.push_back(id);
     }
     narrow(std::move(differing));
   }
 
-  // The level-0 buckets that differed (or held misplaced rows) in the last round.
+  // The level-0 buckets that differed, held misplaced rows or changed on the source in the last round.
   const std::vector<int64_t> &recheck() const { return recheck_; }
   const RowDiff &diff() const { return diff_; }
   uint64_t unresolved() const { return unresolved_; }
+  uint64_t changing() const { return changing_; }
   int destination_shard() const { return destination_shard_; }
 
   Stat source_total() const {
@@ -322,9 +333,11 @@ class Comparison {
   }
 
   // One pass over each shard of both sides, source first: the level-0 aggregates of `within`
-  // (everything when empty) replace the ones kept from an earlier round.
-  void read_level0(const std::vector<Bucket> &within) {
-    std::vector<Result> source = runner_.run(source_, sql_.buckets(kBucketBits, within, "false"), tally_);
+  // (everything when empty) replace the ones kept from an earlier round. Bracketed: see round().
+  void read_level0(const std::vector<Bucket> &within, bool bracketed) {
+    std::string source_sql = sql_.buckets(kBucketBits, within, "false");
+    std::vector<Result> source = runner_.run(source_, source_sql, tally_);
+    if (bracketed) options_.wait_applied(runner_.positions());
     std::vector<std::string> queries;
     for (const std::string &m : destination_.misplaced)
       queries.push_back(sql_.buckets(kBucketBits, within, m));
@@ -336,6 +349,13 @@ class Comparison {
     for (const Result &res : source) tally_.read(store(res, source_level0_));
     for (size_t i = 0; i < destination.size(); i++)
       tally_.read(store(destination[i], destination_level0_[i]));
+    changed_on_source_.clear();
+    if (!bracketed) return;
+    Level0 again{};
+    for (const Result &res : runner_.run(source_, source_sql, tally_)) tally_.read(store(res, again));
+    for (const Bucket &b : within.empty() ? buckets_of(all_buckets()) : within) {
+      if (!same_rows(again[b.id], source_level0_[b.id])) changed_on_source_.insert(b.id);
+    }
   }
 
   static std::vector<Bucket> buckets_of(const std::vector<int64_t> &ids) {
@@ -499,19 +519,20 @@ class Comparison {
   std::vector<Level0> destination_level0_;  // per destination shard of the side
   RowDiff diff_;
   uint64_t unresolved_ = 0;
+  uint64_t changing_ = 0;                   // rows of the buckets in changed_on_source_
+  std::set<int64_t> changed_on_source_;     // level-0 buckets the source changed during the round
   std::map<bool, std::vector<Bucket>> samples_;  // true: missing (source side), false: extra
   std::vector<int64_t> recheck_;
 };
 
 // Round after round while something differs and the caller can wait for the stream.
 int compare_rounds(Comparison &comparison, Runner &runner, const VerifyOptions &options) {
-  comparison.round({});
+  comparison.round({}, false);
   int rounds = 1;
   while (options.wait_applied && !comparison.recheck().empty() && rounds <= options.max_rechecks) {
     runner.ctx().check_interrupts();
-    options.wait_applied(runner.positions());
     std::vector<int64_t> again = comparison.recheck();
-    comparison.round(again);
+    comparison.round(again, true);
     rounds++;
   }
   return rounds;
@@ -689,10 +710,14 @@ class Verifier {
         result.examples.push_back(std::move(e));
       }
     }
-    bool ok = source.rows == destination.rows && source.sum == destination.sum && result.misplaced == 0 &&
-              result.missing == 0 && result.extra == 0 && result.differing == 0 &&
-              result.unresolved_rows == 0;
-    result.verdict = ok ? "ok" : "differs";
+    bool found = result.misplaced > 0 || result.missing > 0 || result.extra > 0 || result.differing > 0 ||
+                 result.unresolved_rows > 0;
+    bool equal = source.rows == destination.rows && source.sum == destination.sum;
+    if (!found && result.changing_rows > 0) {
+      result.verdict = "unsettled";
+    } else {
+      result.verdict = !found && equal ? "ok" : "differs";
+    }
   }
 
   void add_findings(const Comparison &c, VerifyResult &result) const {
@@ -701,6 +726,7 @@ class Verifier {
     result.extra += d.extra;
     result.differing += d.differing;
     result.unresolved_rows += c.unresolved();
+    result.changing_rows += c.changing();
     add_examples("missing", d.missing_examples, c.destination_shard(), result);
     add_examples("extra", d.extra_examples, c.destination_shard(), result);
     add_examples("differing", d.differing_examples, c.destination_shard(), result);

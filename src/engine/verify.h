@@ -22,11 +22,14 @@
 // the one the copy reads it from.
 //
 // While replication runs, the two sides are read at different moments. After each read of the
-// source, each source shard's WAL insert position is taken; when something differs and
-// VerifyOptions::wait_applied is set, it is called with those positions (it returns once the
-// stream has applied up to them) and the differing buckets are read again on both sides, up to
-// `max_rechecks` times. Only what still differs in the last round is reported; nothing is dropped
-// silently: the last round's differences are the result.
+// source, each source shard's WAL insert position is taken. When something differs and
+// VerifyOptions::wait_applied is set, the differing buckets are re-checked, up to `max_rechecks`
+// times: the source is read, wait_applied is called with its positions (it returns once the stream
+// has applied up to them), the destination is read, then the source again. The destination then
+// holds a state between the two source reads, so a bucket the source did not change meanwhile
+// must be equal, and one it changed is re-checked again (after the last re-check its rows are
+// changing_rows, verdict "unsettled" if nothing else differs). Only what still differs in the last
+// round is reported; nothing is dropped silently: the last round's differences are the result.
 #pragma once
 
 #include <cstdint>
@@ -72,8 +75,14 @@ struct VerifyResult {
   // Differing buckets left undiffed because the query budget ran out: their larger side's rows.
   // Non-zero means the counts above are a lower bound.
   uint64_t unresolved_rows = 0;
+  // Rows of the level-0 buckets the source kept changing through the last re-check (each re-check
+  // reads the source before and after the destination; a bucket changed in between cannot be
+  // compared). Not compared, so not counted above.
+  uint64_t changing_rows = 0;
   std::vector<VerifyExample> examples;  // at most VerifyOptions::max_examples of each kind
-  std::string verdict;  // "ok": equal rows and checksums, nothing misplaced/missing/extra/differing
+  // "ok": equal rows and checksums, nothing misplaced/missing/extra/differing/unresolved;
+  // "differs": something is; "unsettled": nothing differs but changing_rows kept changing.
+  std::string verdict;
 
   // How the answer was found.
   int rounds = 0;             // comparison rounds: 1, plus one per re-check after wait_applied

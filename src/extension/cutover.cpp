@@ -20,6 +20,7 @@
 #include "extension/launcher.h"
 #include "extension/pg_server.h"
 #include "extension/transaction.h"
+#include "extension/verify_run.h"
 #include "extension/worker.h"
 
 namespace pgdog_reshard {
@@ -88,6 +89,10 @@ class Cutover {
     try {
       proxies_.emplace(configured_proxies(), timed_);
       wait_for_lag();
+      if (guc_verify_before_cutover) {
+        verify();
+        wait_for_lag();  // what was written while it verified: the pause drains only the rest
+      }
       pause();
       drain();
       doing("setting the destination's sequences");
@@ -163,6 +168,30 @@ class Cutover {
       hooks_.tend_streams();  // a stream that died would otherwise keep the lag up for ever
       ctx_.sleep_ms(100);
     }
+  }
+
+  // pgdog_reshard.verify_before_cutover: the destination must equal the source before traffic is
+  // paused (the streams keep applying meanwhile; a difference is re-checked once they have caught
+  // up with it). The results are the task's rows in reshard_verify_results.
+  void verify() {
+    in_transaction([&] { cutover_step(id_, "verifying"); });
+    log("cutover " + std::to_string(id_) + ": verifying before the pause");
+    ReshardPlan plan = verify_plan(config_, task_.source, task_.destination, task_.publication, ctx_);
+    VerifyRun run;
+    run.record_task = task_.id;
+    run.stream_task = task_.id;
+    run.while_waiting = [&] { hooks_.tend_streams(); };
+    std::vector<VerifyResult> results = run_verify(config_, task_.source, task_.destination, plan, run, ctx_);
+    std::string summary = verify_summary(results);
+    // Unsettled rows (changing too fast to compare while traffic flows) do not stop it: the drain
+    // during the pause is what moves their last changes.
+    for (const VerifyResult &r : results) {
+      if (r.verdict != "differs") continue;
+      throw Error(sqlstate::kObjectNotInPrerequisiteState, "verify before cutover: " + summary,
+                  "pgdog_reshard.verify_before_cutover is on; the destination must equal the source before traffic is paused.",
+                  "See reshard_verify_results for task " + std::to_string(task_.id) + ".");
+    }
+    log("cutover " + std::to_string(id_) + ": " + summary);
   }
 
   // From the pause signal on, the clock runs: cutover_timeout until the switch.

@@ -12,6 +12,7 @@ int guc_cutover_lag_threshold = 1024 * 1024;
 int guc_cutover_timeout_ms = 10000;
 bool guc_cutover_wait_for_ack = false;
 bool guc_auto_cutover = true;
+bool guc_verify_before_cutover = false;
 char *guc_proxy_admin = nullptr;
 bool guc_cutover_save_config = false;
 char *guc_cutover_command = nullptr;
@@ -49,6 +50,10 @@ void guc_init() {
       "pgdog_reshard.auto_cutover", "Whether reshard() cuts over by itself once it streams.",
       "Off: its task waits, replicating, for reshard_cutover() (from a maintenance window's pg_cron job, say).",
       &guc_auto_cutover, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "pgdog_reshard.verify_before_cutover", "Whether a cutover first verifies the destination against the source.",
+      "Run with the lag under the threshold, before the pause; a difference aborts the cutover (see reshard_verify_results).",
+      &guc_verify_before_cutover, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   // Superuser-only: the conninfos may hold passwords.
   DefineCustomStringVariable(
       "pgdog_reshard.proxy_admin", "Admin databases of the proxies to PAUSE, RELOAD and RESUME at cutover.",

@@ -20,6 +20,8 @@ extern int guc_cutover_timeout_ms;
 extern bool guc_cutover_wait_for_ack;
 // Whether reshard() requests its cutover itself (off: it waits, replicating, for reshard_cutover()).
 extern bool guc_auto_cutover;
+// Whether a cutover runs reshard_verify's checks first (caught up, before the pause) and aborts on a difference.
+extern bool guc_verify_before_cutover;
 extern char *guc_proxy_admin;
 extern bool guc_cutover_save_config;
 extern char *guc_cutover_command;

@@ -9,6 +9,7 @@
 #include "extension/spi.h"
 #include "extension/task_catalog.h"
 #include "extension/transaction.h"
+#include "extension/verify_catalog.h"
 #include "extension/worker.h"
 
 #include <algorithm>
@@ -124,6 +125,8 @@ void start_task_workers(Launched &launched) {
 
 void supervise(Launched &launched) {
   try {
+    int orphaned = in_transaction([] { return extension_installed() ? verify_tasks_fail_orphaned() : 0; });
+    if (orphaned > 0) pg_call([&] { elog(LOG, "pgdog_reshard: %d verify task(s) without a worker ended failed", orphaned); });
     start_task_workers(launched);
   } catch (const std::exception &e) {
     // Logged and retried at the next wake-up: the launcher itself must not crash-loop.

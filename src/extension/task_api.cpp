@@ -14,6 +14,7 @@
 #include "extension/pg_server.h"
 #include "extension/spi.h"
 #include "extension/task_catalog.h"
+#include "extension/verify_task.h"
 
 using namespace pgdog_reshard;
 
@@ -180,7 +181,7 @@ Datum reshard_stop(PG_FUNCTION_ARGS) {
     auto rows = spi.query(
         "UPDATE pgdog_reshard.tasks SET stop_requested = true, updated_at = now() WHERE id = $1::bigint"
         " AND state NOT IN ('done', 'failed', 'cancelled') RETURNING coalesce((SELECT a.pid FROM pg_stat_activity a"
-        " WHERE a.pid = worker_pid AND a.backend_type = 'pgdog_reshard task'), 0)",
+        " WHERE a.pid = worker_pid AND a.backend_type IN ('pgdog_reshard task', 'pgdog_reshard verify')), 0)",
         {std::to_string(task)}, false);
     if (rows.empty()) {
       auto exists = spi.query("SELECT 1 FROM pgdog_reshard.tasks WHERE id = $1::bigint", {std::to_string(task)});
@@ -191,6 +192,16 @@ Datum reshard_stop(PG_FUNCTION_ARGS) {
     signal_at_commit = std::stoi(*rows[0][0]);  // the worker then reads stop_requested and cleans up
     signal_number = SIGTERM;
     return BoolGetDatum(true);
+  });
+}
+
+// reshard_verify's worker, waited for here (reshard_verify reads the results it recorded).
+PG_FUNCTION_INFO_V1(pgdog_reshard_verify_task);
+Datum pgdog_reshard_verify_task(PG_FUNCTION_ARGS) {
+  return cpp_entry([&]() -> Datum {
+    ReshardRequest request = request_args(fcinfo);
+    current_stored_config();  // the "no configuration" error, before any worker starts
+    return Int64GetDatum(verify_in_worker(request.source, request.destination, request.publication));
   });
 }
 

@@ -24,13 +24,13 @@ std::string num(int64_t v) { return std::to_string(v); }
 }  // namespace
 
 int64_t task_insert(const std::string &command, const ReshardRequest &request, const std::string &options_json,
-                    const StoredConfig &config) {
+                    const StoredConfig &config, const std::string &created_by) {
   SpiSession spi;
   auto rows = spi.query(
       "INSERT INTO pgdog_reshard.tasks (command, source, destination, publication, options, created_by,"
       " pgdog_toml, users_toml) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING id",
       {command, request.source, request.destination, request.publication, options_json,
-       calling_role(), config.pgdog_toml, config.users_toml},
+       created_by.empty() ? calling_role() : created_by, config.pgdog_toml, config.users_toml},
       false);
   return std::stoll(*rows.at(0)[0]);
 }
@@ -87,7 +87,7 @@ std::vector<int64_t> tasks_needing_worker() {
   auto rows = spi.query(
       "SELECT id FROM pgdog_reshard.tasks t WHERE state IN ('pending', 'running', 'replicating')"
       " AND (worker_pid IS NULL OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = t.worker_pid"
-      " AND a.backend_type = 'pgdog_reshard task')) ORDER BY id");
+      " AND a.backend_type = 'pgdog_reshard task')) AND command <> 'verify' ORDER BY id");
   std::vector<int64_t> ids;
   for (const SpiRow &r : rows) ids.push_back(std::stoll(*r[0]));
   return ids;

@@ -30,8 +30,9 @@ struct TaskRow {
   }
 };
 
+// created_by: the calling role unless given (a worker inserting a task for the session that asked).
 int64_t task_insert(const std::string &command, const ReshardRequest &request, const std::string &options_json,
-                    const StoredConfig &config);
+                    const StoredConfig &config, const std::string &created_by = {});
 std::optional<TaskRow> task_load(int64_t id);
 // state/phase/error of a task; a terminal state (done, failed, cancelled) sets finished_at.
 void task_update(int64_t id, const std::string &state, const std::string &phase,

@@ -38,7 +38,7 @@ void worker_run(const std::function<void()> &body) {
 }
 
 bool worker_launch(const char *function, const char *type, int64_t arg, int index,
-                   BackgroundWorkerHandle **handle) {
+                   BackgroundWorkerHandle **handle, const char *name) {
   BackgroundWorker worker;
   memset(&worker, 0, sizeof(worker));
   worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -46,7 +46,11 @@ bool worker_launch(const char *function, const char *type, int64_t arg, int inde
   worker.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher and task workers own restarts
   snprintf(worker.bgw_library_name, BGW_MAXLEN, "pgdog_reshard");
   snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
-  snprintf(worker.bgw_name, BGW_MAXLEN, "%s for task %lld", type, static_cast<long long>(arg));
+  if (name != nullptr) {
+    snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+  } else {
+    snprintf(worker.bgw_name, BGW_MAXLEN, "%s for task %lld", type, static_cast<long long>(arg));
+  }
   snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
   worker.bgw_main_arg = Int64GetDatum(arg);
   memcpy(worker.bgw_extra, &index, sizeof(index));

@@ -19,8 +19,9 @@ void worker_start();
 void worker_run(const std::function<void()> &body);
 
 // Starts a dynamic worker running `function` (exported by this library) with `arg` and `index`
-// (bgw_extra); the caller is notified when it stops. Returns false when no worker slot is free.
+// (bgw_extra); the caller is notified when it stops. Its name is "<type> for task <arg>" unless
+// given. Returns false when no worker slot is free.
 bool worker_launch(const char *function, const char *type, int64_t arg, int index,
-                   BackgroundWorkerHandle **handle);
+                   BackgroundWorkerHandle **handle, const char *name = nullptr);
 
 }  // namespace pgdog_reshard

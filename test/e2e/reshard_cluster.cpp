@@ -84,6 +84,21 @@ bool ReshardCluster::wait_caught_up(const std::string &task, int ms) const {
   }, ms);
 }
 
+std::string ReshardCluster::verify_differences(const std::string &source, const std::string &destination,
+                                               const std::string &publication) const {
+  std::vector<Row> rows = control_->query(
+      "SELECT schema || '.' || \"table\", verdict, source_rows, destination_rows, missing, extra, differing, misplaced,"
+      " unresolved, examples FROM reshard_verify('" + source + "', '" + destination + "', '" + publication + "')");
+  if (rows.empty()) return "reshard_verify returned no table";
+  std::string out;
+  for (const Row &r : rows) {
+    if (*r[1] == "ok") continue;
+    out += *r[0] + ": " + *r[1] + ", rows " + *r[2] + " -> " + *r[3] + ", missing " + *r[4] + ", extra " + *r[5] +
+           ", differing " + *r[6] + ", misplaced " + *r[7] + ", unresolved " + *r[8] + " (" + *r[9] + ")\n";
+  }
+  return out;
+}
+
 std::vector<std::string> ReshardCluster::row_hashes(const PgInstance &pg, const std::string &table,
                                                    const std::string &where) {
   std::vector<std::string> out;

@@ -23,6 +23,11 @@ std::string users_toml(const std::string &destination);
 extern const char *const kProdNewRules;
 
 class ReshardCluster : public ::testing::Test {
+ public:
+  // md5 of every row of a table (`where` selects), sorted: equal lists mean the same rows.
+  static std::vector<std::string> row_hashes(const PgInstance &pg, const std::string &table,
+                                             const std::string &where = "true");
+
  protected:
   // Starts the control node (pgdog_reshard preloaded and created; `control_conf` added to its
   // postgresql.conf), the source with `schema` run on it, and two destination shards.
@@ -37,9 +42,10 @@ class ReshardCluster : public ::testing::Test {
   // Until the task's streams confirmed each of their source shards' position as of the call
   // (writes may go on: what was committed before the call has arrived).
   bool wait_caught_up(const std::string &task, int ms = 60000) const;
-  // md5 of every row of a table (`where` selects), sorted: equal lists mean the same rows.
-  static std::vector<std::string> row_hashes(const PgInstance &pg, const std::string &table,
-                                             const std::string &where = "true");
+  // reshard_verify(source, destination, publication) on the control node: "" when it returns a
+  // row per table and every verdict is ok, else what differs (table: verdict, counts, examples).
+  std::string verify_differences(const std::string &source, const std::string &destination,
+                                 const std::string &publication = "pgdog") const;
 
   std::unique_ptr<PgInstance> control_, source_;
   std::vector<std::unique_ptr<PgInstance>> dests_;
