@@ -27,6 +27,10 @@ SELECT reshard_wait(1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM reshard_status;
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM reshard_verify('a', 'b', 'p');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM reshard_verify_results;
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM pgdog_reshard.config;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;

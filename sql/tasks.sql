@@ -38,3 +38,14 @@ SELECT reshard('a', 'c', 'p');
 ROLLBACK;
 \set ON_ERROR_ROLLBACK off
 DELETE FROM pgdog_reshard.tasks;
+-- reshard_verify: bad arguments, the isolation it needs, and an unknown cluster (found by its worker,
+-- whose error comes back with its SQLSTATE, detail and hint): no task is left behind.
+SELECT * FROM reshard_verify(NULL, 'b', 'p');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM reshard_verify('a', 'b', 'p');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT * FROM reshard_verify('a', 'b', 'p');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS verify_tasks FROM pgdog_reshard.tasks WHERE command = 'verify';

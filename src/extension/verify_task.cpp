@@ -106,8 +106,10 @@ int64_t verify_in_worker(const std::string &source, const std::string &destinati
 
   BackgroundWorkerHandle *handle = nullptr;
   bool started = pg_call([&] {
-    return worker_launch("pgdog_reshard_verify_main", "pgdog_reshard verify", dsm_segment_handle(segment), 0, &handle,
-                         "pgdog_reshard verify");
+    // The worker works in this database (its index is the database's oid), whatever
+    // pgdog_reshard.database_name says: the caller reads the results here.
+    return worker_launch("pgdog_reshard_verify_main", "pgdog_reshard verify", dsm_segment_handle(segment),
+                         static_cast<int>(MyDatabaseId), &handle, "pgdog_reshard verify");
   });
   if (!started) {
     throw Error(sqlstate::kConfigurationLimitExceeded, "no free background worker slot to run reshard_verify",
@@ -134,7 +136,9 @@ int64_t verify_in_worker(const std::string &source, const std::string &destinati
 
 extern "C" PGDLLEXPORT void pgdog_reshard_verify_main(Datum arg) {
   using namespace pgdog_reshard;
-  worker_start();
+  Oid database = InvalidOid;
+  memcpy(&database, MyBgworkerEntry->bgw_extra, sizeof(database));
+  worker_start(database);
   dsm_segment *segment = dsm_attach(DatumGetUInt32(arg));
   if (segment == nullptr) proc_exit(0);  // the caller is gone already
   auto *shared = static_cast<VerifyShared *>(dsm_segment_address(segment));

@@ -18,11 +18,15 @@ void handle_sigterm(SIGNAL_ARGS) {
 
 }  // namespace
 
-void worker_start() {
+void worker_start(Oid database) {
   pqsignal(SIGTERM, handle_sigterm);
   pqsignal(SIGHUP, SignalHandlerForConfigReload);  // settings are re-read where interrupts are checked
   BackgroundWorkerUnblockSignals();
-  BackgroundWorkerInitializeConnection(guc_database_name, nullptr, 0);
+  if (OidIsValid(database)) {
+    BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
+  } else {
+    BackgroundWorkerInitializeConnection(guc_database_name, nullptr, 0);
+  }
 }
 
 void worker_run(const std::function<void()> &body) {

@@ -13,8 +13,9 @@ namespace pgdog_reshard {
 // exception at the next wait, so C++ unwinds normally and connections close cleanly.
 extern volatile sig_atomic_t worker_stop_requested;
 
-// Signals, unblocking, and the connection to the extension's database.
-void worker_start();
+// Signals, unblocking, and the connection to the extension's database (pgdog_reshard.database_name,
+// or the one given: reshard_verify's worker works in its caller's).
+void worker_start(Oid database = InvalidOid);
 // Runs the worker's C++ body; an exception becomes ereport(ERROR), which ends the worker.
 void worker_run(const std::function<void()> &body);
 
