@@ -69,6 +69,20 @@ std::string entry(const std::string &cluster, int shard, const PgInstance &pg, c
 
 bool has(const std::string &text, const std::string &needle) { return text.find(needle) != std::string::npos; }
 
+// The lines of `text` that hold `needle` (the evidence a failure shows).
+std::string lines_with(const std::string &text, const std::string &needle) {
+  std::string out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (has(line, needle)) out += line + "\n";
+    start = end + 1;
+  }
+  return out;
+}
+
 // A single-quoted SQL literal.
 std::string literal(const std::string &text) {
   std::string out = "'";
@@ -267,9 +281,12 @@ TEST_F(BadInput, WrongPasswordIsNotShown) {
   make_databases("password");
   const std::string credentials = std::string("user = \"") + kPwUser + "\"\npassword = \"" + kWrongPassword + "\"\n";
   load(entry("prod", 0, *src0_, db_, credentials) + entry("prod", 1, *src1_, db_) + destinations());
+  // Only what the refused calls logged: loading the configuration is security_test.cpp's matter.
+  const size_t log_start = control_->log().size();
   ServerError e = refused("28P01", {"shard 0 of source cluster \"prod\""});
   for (const std::string &text : {e.message, e.detail, e.hint}) EXPECT_FALSE(has(text, kWrongPassword)) << text;
-  EXPECT_FALSE(has(control_->log(), kWrongPassword)) << "the password is in the control node's log";
+  EXPECT_EQ(lines_with(control_->log().substr(log_start), kWrongPassword), "")
+      << "the refused calls put the password in the control node's log";
 }
 
 TEST_F(BadInput, WalLevelNotLogicalOnASource) {

@@ -10,6 +10,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <iostream>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -105,6 +107,9 @@ class ReliabilityFaults : public ReshardCluster {
     load_config(databases_toml(*source_, dests_, "prod_new") + kProdNewRules, users_toml("prod_new"));
   }
 
+  void TearDown() override {
+    if (getenv("RF_DEBUG")) std::cerr << "=== CONTROL LOG ===\n" << control_->log() << "\n=== DST1 LOG ===\n" << dests_[1]->log() << "\n=== SRC LOG tail ===\n" << source_->log().substr(source_->log().size() > 4000 ? source_->log().size() - 4000 : 0);
+  }
   std::string start_copy() const { return control_->value("SELECT reshard_copy_data('prod', 'prod_new', 'pgdog')"); }
 
   // A query that may meet the control node while it restarts: "" then.
@@ -191,6 +196,20 @@ class ReliabilityFaults : public ReshardCluster {
     EXPECT_EQ(*total[3], *expected[3]) << "row contents of big differ";
   }
 };
+
+TEST_F(ReliabilityFaults, Mutation) {
+  Load load(*source_, 3);
+  std::string task = start_copy();
+  ASSERT_TRUE(wait_state(task, "replicating", 240000)) << why(task);
+  ASSERT_NO_FATAL_FAILURE(stop_load_and_catch_up(task, load));
+  control_->value("SELECT reshard_stop(" + task + ")");
+  wait_state(task, "cancelled");
+  dests_[0]->exec("UPDATE big SET pad = 'y' WHERE id = (SELECT min(id) FROM big)");
+  dests_[1]->exec("DELETE FROM orders WHERE id = (SELECT min(id) FROM orders)");
+  EXPECT_EQ(verify_differences("prod", "prod_new"), "");
+  expect_identical(*source_, dests_);
+  expect_big_identical();
+}
 
 TEST_F(ReliabilityFaults, CopyWorkerKilled) {
   Load load(*source_, 3);

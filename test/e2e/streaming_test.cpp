@@ -51,7 +51,7 @@ TEST_F(Streaming, EightClientsWithTruncatesThroughoutLoseNothing) {
   std::string task = control_->value("SELECT reshard_copy_data('prod', 'prod_new', 'pgdog')");
   ASSERT_TRUE(wait_state(task, "replicating", 240000)) << state(task) << control_->log();
   long at_copy_end = load.writes();
-  ASSERT_TRUE(wait_until([&] { return load.writes() > at_copy_end + 5000; }, 120000));
+  ASSERT_TRUE(wait_until([&] { return load.writes() > at_copy_end + 2000; }, 120000));
   std::vector<Row> live = control_->query(
       "SELECT \"table\", examples FROM reshard_verify('prod', 'prod_new', 'pgdog') WHERE verdict = 'differs'");
   for (const Row &r : live) ADD_FAILURE() << "differs under load: " << *r[0] << " " << *r[1];
