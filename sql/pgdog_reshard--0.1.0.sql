@@ -255,6 +255,21 @@ AS 'MODULE_PATHNAME', 'reshard';
 COMMENT ON FUNCTION @extschema@.reshard(text, text, text) IS
   'The whole reshard in the background: pre-flight, schema, copy, streaming, then an automatic cutover with reverse replication. Returns the task id at once';
 
+-- Functions that watch what background workers commit need a new snapshot per statement.
+CREATE FUNCTION pgdog_reshard.require_read_committed(what text, why text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION '% in a % transaction', what, current_setting('transaction_isolation')
+      USING ERRCODE = 'invalid_transaction_state', DETAIL = why,
+            HINT = 'Call it outside an explicit transaction, or in a READ COMMITTED one.';
+  END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pgdog_reshard.require_read_committed(text, text) FROM PUBLIC;
+
 -- Waits in the caller's session, cancellably. A REPEATABLE READ snapshot would never see the task
 -- change, so only READ COMMITTED is accepted.
 CREATE FUNCTION @extschema@.reshard_wait(task bigint, timeout interval DEFAULT NULL)
@@ -268,12 +283,8 @@ BEGIN
   IF task IS NULL THEN
     RAISE EXCEPTION 'task must not be null' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    RAISE EXCEPTION 'reshard_wait() cannot wait in a % transaction', current_setting('transaction_isolation')
-      USING ERRCODE = 'invalid_transaction_state',
-            DETAIL = 'Its snapshot would keep showing the task as it was when the transaction began.',
-            HINT = 'Call it outside an explicit transaction, or in a READ COMMITTED one.';
-  END IF;
+  PERFORM pgdog_reshard.require_read_committed('reshard_wait() cannot wait',
+    'Its snapshot would keep showing the task as it was when the transaction began.');
   LOOP
     SELECT t.state INTO task_state FROM pgdog_reshard.tasks t WHERE t.id = task;
     IF NOT FOUND THEN
@@ -310,12 +321,8 @@ AS $$
 DECLARE
   task bigint;
 BEGIN
-  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    RAISE EXCEPTION 'reshard_verify() cannot run in a % transaction', current_setting('transaction_isolation')
-      USING ERRCODE = 'invalid_transaction_state',
-            DETAIL = 'Its snapshot would not show the results the verify task writes.',
-            HINT = 'Call it outside an explicit transaction, or in a READ COMMITTED one.';
-  END IF;
+  PERFORM pgdog_reshard.require_read_committed('reshard_verify() cannot run',
+    'Its snapshot would not show the results the verify task writes.');
   task := pgdog_reshard.verify_task(source, destination, publication);
   RETURN QUERY
     SELECT v.schema_name, v.table_name, v.source_rows, v.destination_rows, v.source_checksum,
