@@ -57,7 +57,7 @@ void raise_caught(const CaughtError &error) {
   ereport(ERROR, (errcode(error.sqlerrcode),
                   errmsg_internal("%s", error.message ? error.message : "pgdog_reshard error"),
                   error.detail ? errdetail_internal("%s", error.detail) : 0,
-                  error.hint ? errhint("%s", error.hint) : 0));
+                  error.hint ? errhint("%s", error.hint) : 0, errhidestmt(error.hide_statement)));
   pg_unreachable();
 }
 

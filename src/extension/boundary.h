@@ -22,6 +22,9 @@ struct CaughtError {
   char *message = nullptr;
   char *detail = nullptr;
   char *hint = nullptr;
+  // Raise without the statement, which the server log would otherwise show with the error
+  // (log_min_error_statement): for functions whose arguments may hold passwords.
+  bool hide_statement = false;
 };
 
 // Fills `out` from the exception being handled; call only inside a catch block. Never throws and
@@ -37,8 +40,9 @@ int sqlstate_to_errcode(const std::string &sqlstate);
 // Runs a C++ body for a PostgreSQL entry point. Returns the body's Datum, or raises its exception as
 // ereport(ERROR) with the exception's SQLSTATE, detail and hint.
 template <typename Body>
-Datum cpp_entry(Body &&body) {
+Datum cpp_entry(Body &&body, bool hide_statement = false) {
   CaughtError caught;
+  caught.hide_statement = hide_statement;
   try {
     return body();
   } catch (...) {

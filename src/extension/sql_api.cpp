@@ -36,9 +36,11 @@ void log_loaded(const Config &config, const std::string &origin) {
       clusters += (clusters.empty() ? "\"" : ", \"") + db.name + "\"";
     }
   }
+  // Without the statement: reshard_load_config's arguments hold the passwords.
   pg_call([&] {
-    elog(LOG, "pgdog_reshard: configuration loaded from %s: clusters %s, %zu sharding rules", origin.c_str(),
-         clusters.c_str(), config.sharded_tables.size());
+    ereport(LOG, (errmsg_internal("pgdog_reshard: configuration loaded from %s: clusters %s, %zu sharding rules",
+                                  origin.c_str(), clusters.c_str(), config.sharded_tables.size()),
+                  errhidestmt(true)));
   });
 }
 
@@ -65,7 +67,7 @@ PG_FUNCTION_INFO_V1(reshard_load_config);
 Datum reshard_load_config(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0)) {
     ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("pgdog_toml must not be null"),
-                    errhint("Pass the text of pgdog.toml.")));
+                    errhint("Pass the text of pgdog.toml."), errhidestmt(true)));
   }
   char *pgdog_toml = text_to_cstring(PG_GETARG_TEXT_PP(0));
   char *users_toml = PG_ARGISNULL(1) ? nullptr : text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -74,7 +76,7 @@ Datum reshard_load_config(PG_FUNCTION_ARGS) {
     if (users_toml) stored.users_toml = users_toml;
     load_config(stored, "reshard_load_config()");
     PG_RETURN_VOID();
-  });
+  }, true);  // an error must not log the statement: its arguments hold the passwords
 }
 
 PG_FUNCTION_INFO_V1(reshard_reload_config);

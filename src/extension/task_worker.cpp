@@ -375,9 +375,11 @@ bool stop_was_requested(int64_t task) {
 }
 
 void run_task(int64_t task_id) {
+  // The worker's pid first, then the task: a reshard_stop() committed before the pid is recorded
+  // is then seen in stop_requested, and one committed after it signals this process.
+  in_transaction([&] { task_set_worker(task_id, MyProcPid); });
   std::optional<TaskRow> task = in_transaction([&] { return task_load(task_id); });
   if (!task) return;
-  in_transaction([&] { task_set_worker(task_id, MyProcPid); });
   TaskRun run{*task, task->config.parse()};
   try {
     if (task->stop_requested) throw Error(sqlstate::kQueryCanceled, "task stopped before it started");

@@ -4,8 +4,10 @@
 // during the streaming; reshard_stop during both, leaving no slot or publication anywhere; a second
 // task on a cluster being moved refused; no worker slot a clear failure; pg_cron scheduling
 // reshard() with the real pg_cron.
+#include <chrono>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -158,6 +160,22 @@ TEST_F(Reshard, ControlNodeRestartsDuringTheCopyAndTheStreaming) {
 // reshard_stop mid-copy, then (on emptied destinations) mid-streaming: each ends cancelled within
 // seconds and leaves no slot or publication on any server. While the second task runs, another
 // one on the same clusters is refused.
+// A stop that lands while the task's worker is starting is never lost (it once was, when the
+// worker read the task before recording its pid: the stop found no one to signal).
+TEST_F(Reshard, StopRightAfterTheStartIsNeverLost) {
+  start_proxied(kProxiedSchema);
+  for (int round = 0; round < 30; round++) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::string task = start_reshard();
+    // A few ms later each round: before, during and after the worker's start.
+    std::this_thread::sleep_for(std::chrono::milliseconds(round));
+    EXPECT_EQ(control_->value("SELECT reshard_stop(" + task + ")"), "t");
+    ASSERT_EQ(wait_end(task, 60), "cancelled") << why(task);
+    ASSERT_EQ(leftovers(), "");
+    for (auto &d : dests_) d->exec("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+  }
+}
+
 TEST_F(Reshard, StopDuringTheCopyAndTheStreamingLeavesNothingBehind) {
   start_proxied(kSchemaWithBig, {"pgdog_reshard.parallel_copies = 1"});
   set("pgdog_reshard.auto_cutover", "off");
