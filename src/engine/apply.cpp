@@ -266,6 +266,7 @@ class ChangeApplier::Impl {
   void update(const TableState &t, int shard, const Row &row, const Row &key_row, bool renamed);
   void clear_rename_target(const TableState &t, int shard, const Row &row, const Row &key_row);
   void remove(const TableState &t, int shard, const Row &key_row);
+  bool in_copy(const TableState &t) const;
   void counted();
   bool dropped(Shard &shard);
 
@@ -488,12 +489,19 @@ TableState *ChangeApplier::Impl::table_for(uint32_t relation) {
   batch_changes_++;
   if (++changes_ % kCheckInterruptsEvery == 0) ctx_.check_interrupts();
   TableState &t = tables_[rel.table];
-  if (final_lsn_ <= t.def.watermark) {
+  if (in_copy(t)) {
     stats_.skipped++;
     return nullptr;
   }
   return &t;
 }
+
+// Whether the copy of `t` already holds the transaction being received. The watermark is the copy
+// slot's consistent point, where its snapshot was taken: the end of the record that made it
+// consistent. A transaction is in that snapshot when its commit record (final_lsn: where the
+// commit record starts) comes before it; one whose commit record starts exactly there is not.
+// PostgreSQL decides the same way (SnapBuildXactNeedsSkip: commit < start_decoding_at).
+bool ChangeApplier::Impl::in_copy(const TableState &t) const { return final_lsn_ < t.def.watermark; }
 
 // key_only: an old tuple of kind 'K', where pgoutput sends the columns outside the replica
 // identity as NULL; they are not known, so they are left Absent.
@@ -602,7 +610,7 @@ void ChangeApplier::Impl::on_truncate(const Truncate &truncate) {
     }
     batch_changes_++;
     const TableState &t = tables_[it->second.table];
-    if (final_lsn_ <= t.def.watermark) {
+    if (in_copy(t)) {
       stats_.skipped++;
       continue;
     }

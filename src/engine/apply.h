@@ -1,8 +1,9 @@
 // The apply side of streaming: decoded pgoutput changes routed to the destination shards and
 // applied idempotently, many source transactions per destination transaction, pipelined.
 //
-// - A change is skipped when its transaction's commit LSN (Begin::final_lsn) is at or below its
-//   table's copy watermark: the copy already holds it.
+// - A change is skipped when its transaction's commit record starts (Begin::final_lsn) before its
+//   table's copy watermark, the copy slot's consistent point: the copy already holds it. A commit
+//   record starting exactly at the watermark is after the snapshot, and is applied.
 // - INSERT is an upsert on the replica identity; UPDATE sets the changed columns by identity
 //   (unchanged TOASTed columns are left alone); DELETE by identity; TRUNCATE on every shard. An
 //   UPDATE that moves the sharding key to another shard is a delete there and an upsert here, with
@@ -33,7 +34,7 @@ namespace pgdog_reshard {
 
 struct ApplyTable {
   TablePlan plan;  // columns, replica identity and sharding key (with its rule)
-  Lsn watermark;   // changes committed at or below it are in the copy already
+  Lsn watermark;   // transactions whose commit record starts before it are in the copy already
 };
 
 struct ApplyOptions {
@@ -52,7 +53,7 @@ struct ApplyOptions {
 
 struct ApplyStats {
   uint64_t applied = 0;  // changes sent to destinations
-  uint64_t skipped = 0;  // changes at or below a watermark
+  uint64_t skipped = 0;  // changes the copy already held (committed before a watermark)
   // Changes not sent to a shard (or shards) because its origin shows it committed their transaction.
   // A change sent to some shards and not to others counts here and in `applied`.
   uint64_t already_applied = 0;

@@ -826,24 +826,30 @@ TEST_F(Apply, OmnishardedTableChangesReachEveryShard) {
   EXPECT_EQ(shard(1).value("SELECT label FROM omni WHERE code = 'c1'"), "changed");
 }
 
-TEST_F(Apply, ChangesAtOrBelowTheWatermarkAreSkipped) {
+// The watermark is the copy slot's consistent point: the end of the WAL record that made its
+// snapshot consistent. A transaction whose commit record starts before it is in the copy; one whose
+// commit record starts exactly there (the next record in the WAL, often a commit under load) is
+// not, and must be applied (PostgreSQL's own rule: SnapBuildXactNeedsSkip skips commit < point).
+TEST_F(Apply, ChangesCommittedBeforeTheWatermarkAreSkipped) {
   everywhere("CREATE TABLE wm (id bigint PRIMARY KEY, v text)");
   ShardedTable rule = rule_for("wm", "id", DataType::Bigint);
   auto a = applier({table_for("wm", {"id", "v"}, {"id"}, &rule, KeyType::Int8, Lsn(0x5000))});
   Feed feed(*a);
   feed.relation(1, "wm", {{"id", kInt8, true}, {"v", kText}});
   feed.txn(0x4000, [&] { feed.insert(1, {val(1), val("in the copy")}); });
-  feed.txn(0x5000, [&] {
+  feed.txn(0x4fe8, [&] {
     feed.insert(1, {val(2), val("in the copy too")});
     feed.truncate({1});
   });
-  feed.txn(0x6000, [&] { feed.insert(1, {val(3), val("after")}); });
+  feed.txn(0x5000, [&] { feed.insert(1, {val(3), val("at the watermark")}); });
+  feed.txn(0x6000, [&] { feed.insert(1, {val(4), val("after")}); });
   EXPECT_EQ(a->flush(), Lsn(0x6010));
-  EXPECT_EQ(total("wm"), 1);
-  EXPECT_EQ(shard(shard_of(3)).value("SELECT string_agg(v, ',') FROM wm"), "after");
+  EXPECT_EQ(total("wm"), 2);
+  EXPECT_EQ(shard(shard_of(3)).value("SELECT v FROM wm WHERE id = 3"), "at the watermark");
+  EXPECT_EQ(shard(shard_of(4)).value("SELECT v FROM wm WHERE id = 4"), "after");
   EXPECT_EQ(a->stats().skipped, 3u);
-  EXPECT_EQ(a->stats().applied, 1u);
-  EXPECT_EQ(a->stats().transactions, 3u);
+  EXPECT_EQ(a->stats().applied, 2u);
+  EXPECT_EQ(a->stats().transactions, 4u);
 }
 
 TEST_F(Apply, DestinationTriggersDoNotFire) {

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/sql.h"
 #include "harness.h"
 
 namespace pgdog_reshard::test {
@@ -83,13 +84,6 @@ std::string lines_with(const std::string &text, const std::string &needle) {
   return out;
 }
 
-// A single-quoted SQL literal.
-std::string literal(const std::string &text) {
-  std::string out = "'";
-  for (char c : text) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
 // Everything a refused call must leave as it was on one server, seen from one database: slots,
 // replication origins, publications, subscriptions, databases, roles, and every schema and relation
 // outside the system ones (a table created on a destination shows here).
@@ -157,7 +151,7 @@ class BadInput : public ::testing::Test {
   std::string destinations() const { return entry("prod_2x", 0, *dst0_, db_) + entry("prod_2x", 1, *dst1_, db_); }
 
   void load(const std::string &databases, const std::string &rules = kRules) const {
-    control_->exec("SELECT reshard_load_config(" + literal(databases + rules) + ", " + literal(kUsers) + ")");
+    control_->exec("SELECT reshard_load_config(" + quote_literal(databases + rules) + ", " + quote_literal(kUsers) + ")");
   }
 
   // Every (server, database) a refused call must leave as it was.
@@ -324,7 +318,7 @@ TEST_F(BadInput, MalformedConfigKeepsThePreviousOne) {
   };
   for (const std::string &toml : broken) {
     SCOPED_TRACE(toml);
-    ServerError e = refused_untouched("SELECT reshard_load_config(" + literal(toml) + ", " + literal(kUsers) + ")");
+    ServerError e = refused_untouched("SELECT reshard_load_config(" + quote_literal(toml) + ", " + quote_literal(kUsers) + ")");
     EXPECT_EQ(e.sqlstate, "F0000") << e.what();
     EXPECT_FALSE(e.message.empty());
     for (const std::string &text : {e.message, e.detail, e.hint}) EXPECT_FALSE(has(text, "Leaky-Config-Pw-42")) << text;

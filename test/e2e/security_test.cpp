@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/sql.h"
 #include "harness.h"
 #include "reshard_cluster.h"
 
@@ -56,13 +57,6 @@ std::string log_hits(const std::string &log, const std::string &needle) {
     start = end + 1;
   }
   return out;
-}
-
-// A single-quoted SQL literal.
-std::string literal(const std::string &text) {
-  std::string out = "'";
-  for (char c : text) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
 }
 
 // What a statement run as some user gave: its rows, or its error.
@@ -129,7 +123,7 @@ std::string error_text(const ServerError &e) { return e.message + "\n" + e.detai
 // literal, whatever it holds); "no table" when it returns none.
 std::string verify_not_ok(const PgInstance &control, const std::string &source, const std::string &destination) {
   std::vector<Row> rows = control.query("SELECT schema || '.' || \"table\", verdict, examples FROM reshard_verify(" +
-                                        literal(source) + ", " + literal(destination) + ", 'pgdog')");
+                                        quote_literal(source) + ", " + quote_literal(destination) + ", 'pgdog')");
   if (rows.empty()) return "no table";
   std::string out;
   for (const Row &r : rows) {
@@ -416,7 +410,7 @@ TEST_F(Security, InjectionThroughConfigurationIsHarmless) {
 
   std::optional<ServerError> load_error;
   try {
-    control_->exec("SELECT reshard_load_config(" + literal(pgdog_toml) + ", " + literal(users_toml("prod_new")) + ")");
+    control_->exec("SELECT reshard_load_config(" + quote_literal(pgdog_toml) + ", " + quote_literal(users_toml("prod_new")) + ")");
   } catch (const ServerError &e) {
     load_error = e;
   }
@@ -424,11 +418,11 @@ TEST_F(Security, InjectionThroughConfigurationIsHarmless) {
     EXPECT_EQ(load_error->sqlstate, "F0000") << "refused, but not as a configuration error: " << load_error->what();
   } else {
     // Taken verbatim, as names.
-    EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_databases WHERE name = " + literal(cluster) +
-                              " AND database_name = " + literal(database) + " AND \"user\" = " + literal(user)),
+    EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_databases WHERE name = " + quote_literal(cluster) +
+                              " AND database_name = " + quote_literal(database) + " AND \"user\" = " + quote_literal(user)),
               "1");
     // reshard_copy_data works end to end with those names, or refuses cleanly.
-    const std::string args = literal(cluster) + ", 'prod_new', 'pgdog'";
+    const std::string args = quote_literal(cluster) + ", 'prod_new', 'pgdog'";
     std::string task;
     try {
       task = control_->value("SELECT reshard_copy_data(" + args + ")");
