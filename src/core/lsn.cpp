@@ -57,4 +57,12 @@ std::string Lsn::to_string() const {
   return buf;
 }
 
+bool all_reached(const std::vector<Lsn> &at, const std::vector<Lsn> &target) {
+  if (at.size() != target.size()) return false;
+  for (size_t i = 0; i < at.size(); i++) {
+    if (at[i] < target[i]) return false;
+  }
+  return true;
+}
+
 }  // namespace pgdog_reshard

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pgdog_reshard {
 
@@ -37,5 +38,9 @@ class Lsn {
  private:
   uint64_t value_ = 0;
 };
+
+// Whether each position of `at` is at or past the one in the same place of `target` (per source
+// shard, say: have the streams confirmed these positions?). False when the two differ in length.
+bool all_reached(const std::vector<Lsn> &at, const std::vector<Lsn> &target);
 
 }  // namespace pgdog_reshard

@@ -227,9 +227,7 @@ class Cutover {
     in_transaction([&] { cutover_set_drain(id_, json + "}"); });
     for (;;) {
       std::vector<Lsn> confirmed = in_transaction([&] { return slot_confirmed_positions(task_.id); });
-      bool drained = confirmed.size() == target.size();
-      for (size_t i = 0; drained && i < target.size(); i++) drained = confirmed[i] >= target[i];
-      if (drained) break;
+      if (all_reached(confirmed, target)) break;
       timed_.sleep_ms(10);
     }
     in_transaction([&] { cutover_step(id_, "switching", "drained_at"); });

@@ -78,10 +78,7 @@ void no_worker_slot(int64_t task, Launched &launched) {
   pg_call([&] { elog(WARNING, "pgdog_reshard: no free background worker slot for task %lld", static_cast<long long>(task)); });
   TimestampTz now = GetCurrentTimestamp();
   TimestampTz since = launched.no_slot_since.emplace(task, now).first->second;
-  bool stopping = in_transaction([&] {
-    std::optional<TaskRow> row = task_load(task);
-    return row && row->stop_requested;
-  });
+  bool stopping = in_transaction([&] { return task_stop_requested(task); });
   if (!stopping && !TimestampDifferenceExceeds(since, now, static_cast<int>(kNoWorkerSlotFailMs))) return;
   std::string error = "no free background worker slot to run the task (max_worker_processes = " +
                       std::to_string(max_worker_processes) +

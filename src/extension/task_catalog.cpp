@@ -73,6 +73,11 @@ void task_set_worker(int64_t id, int pid) {
            {num(id), num(pid)});
 }
 
+bool task_stop_requested(int64_t id) {
+  std::optional<TaskRow> row = task_load(id);
+  return row && row->stop_requested;
+}
+
 bool task_end_unstarted(int64_t id, const std::string &error) {
   SpiSession spi;
   return spi.exec(

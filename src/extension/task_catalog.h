@@ -38,6 +38,8 @@ std::optional<TaskRow> task_load(int64_t id);
 void task_update(int64_t id, const std::string &state, const std::string &phase,
                  const std::optional<std::string> &error = std::nullopt);
 void task_set_worker(int64_t id, int pid);
+// Whether reshard_stop() asked the task to stop (false for a task that does not exist).
+bool task_stop_requested(int64_t id);
 // A task no worker ever ran (so it made nothing anywhere) ends without one: 'cancelled' if it was
 // asked to stop, else 'failed' with `error`. False if the task has started meanwhile.
 bool task_end_unstarted(int64_t id, const std::string &error);

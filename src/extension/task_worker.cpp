@@ -369,11 +369,6 @@ void run_phases(const TaskRun &run) {
   throw Error(sqlstate::kFeatureNotSupported, "task command \"" + command + "\" is not supported by this version");
 }
 
-bool stop_was_requested(int64_t task) {
-  std::optional<TaskRow> row = in_transaction([&] { return task_load(task); });
-  return row && row->stop_requested;
-}
-
 void run_task(int64_t task_id) {
   // The worker's pid first, then the task: a reshard_stop() committed before the pid is recorded
   // is then seen in stop_requested, and one committed after it signals this process.
@@ -385,7 +380,7 @@ void run_task(int64_t task_id) {
     if (task->stop_requested) throw Error(sqlstate::kQueryCanceled, "task stopped before it started");
     run_phases(run);
   } catch (const Error &e) {
-    bool stopped = stop_was_requested(task_id);
+    bool stopped = in_transaction([&] { return task_stop_requested(task_id); });
     if (worker_stop_requested && !stopped) {
       // A server shutdown, not a stop: leave the task as it is; it resumes when the server is back.
       log_task(task_id, "interrupted by shutdown; it resumes when the server is back");

@@ -44,9 +44,7 @@ void wait_until_applied(const VerifyRun &run, const std::vector<Lsn> &positions,
   for (;;) {
     std::vector<Lsn> confirmed = in_transaction([&] { return slot_confirmed_positions(*run.stream_task); });
     if (confirmed.size() != positions.size()) return;  // its slots are gone: it no longer streams
-    bool applied = true;
-    for (size_t i = 0; i < positions.size(); i++) applied = applied && confirmed[i] >= positions[i];
-    if (applied) return;
+    if (all_reached(confirmed, positions)) return;
     if (std::chrono::steady_clock::now() > deadline) {
       ctx.log(LogLevel::Warning, "task " + std::to_string(*run.stream_task) + " has not applied the source's changes in " +
                                      std::to_string(kAppliedWait.count()) + " s; the differences it may still apply are reported");

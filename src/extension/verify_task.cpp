@@ -48,11 +48,6 @@ void store_error(VerifyShared &shared, const Error &e) {
   strlcpy(shared.hint, e.hint().c_str(), sizeof(shared.hint));
 }
 
-bool stop_requested(int64_t task) {
-  std::optional<TaskRow> row = in_transaction([&] { return task_load(task); });
-  return row && row->stop_requested;
-}
-
 // The worker's part. Pre-flight comes first, so bad input leaves no task behind.
 void verify_task_body(VerifyShared &shared) {
   std::vector<std::string> args = unpack_args(shared);
@@ -79,7 +74,7 @@ void verify_task_body(VerifyShared &shared) {
     std::vector<VerifyResult> results = run_verify(config, source, destination, plan, run, ctx);
     in_transaction([&] { task_update(run.record_task, "done", verify_summary(results)); });
   } catch (const Error &e) {
-    bool stopped = worker_stop_requested || stop_requested(run.record_task);
+    bool stopped = worker_stop_requested || in_transaction([&] { return task_stop_requested(run.record_task); });
     std::string why = stopped ? "stopped before it finished" : e.what();
     in_transaction([&] { task_update(run.record_task, stopped ? "cancelled" : "failed", "verify", why); });
     if (stopped) {

@@ -16,6 +16,7 @@
 
 #include "core/sql.h"
 #include "harness.h"
+#include "reshard_cluster.h"
 
 namespace pgdog_reshard::test {
 namespace {
@@ -45,44 +46,11 @@ std::string rule(const std::string &table, const std::string &column, const std:
 const std::string kUsersRule = rule("users", "id", "bigint");
 const std::string kRules = kUsersRule + rule("orders", "user_id", "bigint");
 
-constexpr const char *kUsers = R"(
-[[users]]
-name = "postgres"
-database = "prod"
-
-[[users]]
-name = "postgres"
-database = "prod_2x"
-)";
+const std::string kUsers = users_toml("prod_2x");
 
 const char *const kArgs = "'prod', 'prod_2x', 'pub'";
 
-std::string entry(const std::string &cluster, int shard, const std::string &host, int port, const std::string &db,
-                  const std::string &extra = "") {
-  return "[[databases]]\nname = \"" + cluster + "\"\nhost = \"" + host + "\"\nport = " + std::to_string(port) +
-         "\ndatabase_name = \"" + db + "\"\nshard = " + std::to_string(shard) + "\n" + extra + "\n";
-}
-
-std::string entry(const std::string &cluster, int shard, const PgInstance &pg, const std::string &db,
-                  const std::string &extra = "") {
-  return entry(cluster, shard, pg.host(), pg.port(), db, extra);
-}
-
 bool has(const std::string &text, const std::string &needle) { return text.find(needle) != std::string::npos; }
-
-// The lines of `text` that hold `needle` (the evidence a failure shows).
-std::string lines_with(const std::string &text, const std::string &needle) {
-  std::string out;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    if (has(line, needle)) out += line + "\n";
-    start = end + 1;
-  }
-  return out;
-}
 
 // Everything a refused call must leave as it was on one server, seen from one database: slots,
 // replication origins, publications, subscriptions, databases, roles, and every schema and relation
@@ -147,8 +115,8 @@ class BadInput : public ::testing::Test {
     for (PgInstance *dst : {dst0_.get(), dst1_.get()}) dst->exec("CREATE DATABASE " + db);
   }
 
-  std::string sources() const { return entry("prod", 0, *src0_, db_) + entry("prod", 1, *src1_, db_); }
-  std::string destinations() const { return entry("prod_2x", 0, *dst0_, db_) + entry("prod_2x", 1, *dst1_, db_); }
+  std::string sources() const { return database_entry("prod", 0, *src0_, db_) + database_entry("prod", 1, *src1_, db_); }
+  std::string destinations() const { return database_entry("prod_2x", 0, *dst0_, db_) + database_entry("prod_2x", 1, *dst1_, db_); }
 
   void load(const std::string &databases, const std::string &rules = kRules) const {
     control_->exec("SELECT reshard_load_config(" + quote_literal(databases + rules) + ", " + quote_literal(kUsers) + ")");
@@ -266,7 +234,7 @@ TEST_F(BadInput, ShardingColumnOfUnsupportedType) {
 TEST_F(BadInput, UnreachableHost) {
   make_databases("unreachable");
   const int port = pick_free_port();  // nothing listens there, and this process never starts a server on it
-  load(sources() + entry("prod_2x", 0, *dst0_, db_) + entry("prod_2x", 1, "127.0.0.1", port, db_));
+  load(sources() + database_entry("prod_2x", 0, *dst0_, db_) + database_entry("prod_2x", 1, "127.0.0.1", port, db_));
   ServerError e = refused("08001", {"shard 1 of destination cluster \"prod_2x\"", "127.0.0.1:" + std::to_string(port)});
   EXPECT_FALSE(e.hint.empty());
 }
@@ -274,7 +242,7 @@ TEST_F(BadInput, UnreachableHost) {
 TEST_F(BadInput, WrongPasswordIsNotShown) {
   make_databases("password");
   const std::string credentials = std::string("user = \"") + kPwUser + "\"\npassword = \"" + kWrongPassword + "\"\n";
-  load(entry("prod", 0, *src0_, db_, credentials) + entry("prod", 1, *src1_, db_) + destinations());
+  load(database_entry("prod", 0, *src0_, db_, credentials) + database_entry("prod", 1, *src1_, db_) + destinations());
   // Only what the refused calls logged: loading the configuration is security_test.cpp's matter.
   const size_t log_start = control_->log().size();
   ServerError e = refused("28P01", {"shard 0 of source cluster \"prod\""});
@@ -287,7 +255,7 @@ TEST_F(BadInput, WalLevelNotLogicalOnASource) {
   make_databases("wal");
   PgInstance replica_wal(named("bad_input_replica_wal", {"wal_level = replica"}));
   replica_wal.exec(kSourceSchema);
-  load(entry("prod", 0, replica_wal, "postgres") + destinations());
+  load(database_entry("prod", 0, replica_wal, "postgres") + destinations());
   ServerError e = refused("55000", {"wal_level", "shard 0 of source cluster \"prod\""}, {&replica_wal});
   EXPECT_TRUE(has(e.hint, "wal_level = logical")) << e.what();
 }
@@ -297,7 +265,7 @@ TEST_F(BadInput, NoFreeReplicationSlot) {
   PgInstance full(named("bad_input_full_slots", {"max_replication_slots = 1"}));
   full.exec(kSourceSchema);
   full.exec("SELECT pg_create_physical_replication_slot('taken')");  // the only one there is
-  load(entry("prod", 0, full, "postgres") + destinations());
+  load(database_entry("prod", 0, full, "postgres") + destinations());
   ServerError e = refused("53400", {"replication slots", "shard 0 of source cluster \"prod\""}, {&full});
   EXPECT_TRUE(has(e.hint, "max_replication_slots")) << e.what();
 }

@@ -631,9 +631,28 @@ std::string server_error_text(const std::string &sqlstate, const std::string &me
 
 }  // namespace
 
-std::string database_entry(const std::string &cluster, int shard, const PgInstance &pg, const std::string &database) {
-  return "[[databases]]\nname = \"" + cluster + "\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(pg.port()) +
-         "\ndatabase_name = \"" + database + "\"\nshard = " + std::to_string(shard) + "\n\n";
+std::string database_entry(const std::string &cluster, int shard, const std::string &host, int port,
+                           const std::string &database, const std::string &extra) {
+  return "[[databases]]\nname = \"" + cluster + "\"\nhost = \"" + host + "\"\nport = " + std::to_string(port) +
+         "\ndatabase_name = \"" + database + "\"\nshard = " + std::to_string(shard) + "\n" + extra + "\n";
+}
+
+std::string database_entry(const std::string &cluster, int shard, const PgInstance &pg, const std::string &database,
+                           const std::string &extra) {
+  return database_entry(cluster, shard, pg.host(), pg.port(), database, extra);
+}
+
+std::string lines_with(const std::string &text, const std::string &needle) {
+  std::string out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (line.find(needle) != std::string::npos) out += line + "\n";
+    start = end + 1;
+  }
+  return out;
 }
 
 std::string cluster_entries(const std::string &cluster, const std::vector<std::unique_ptr<PgInstance>> &shards,

@@ -119,9 +119,17 @@ inline constexpr const char *kCommittedWalEndSql =
 // pgdog.toml [[databases]] entries on loopback: shard `shard` of `cluster` on `pg`, and every
 // shard of `cluster` (shard i on shards[i]), each in database `database`.
 std::string database_entry(const std::string &cluster, int shard, const PgInstance &pg,
-                           const std::string &database = "postgres");
+                           const std::string &database = "postgres", const std::string &extra = "");
+// The same for any host and port (a server that is not there, say); `extra`: more lines of the
+// entry (user, password, role, ...).
+std::string database_entry(const std::string &cluster, int shard, const std::string &host, int port,
+                           const std::string &database, const std::string &extra = "");
 std::string cluster_entries(const std::string &cluster, const std::vector<std::unique_ptr<PgInstance>> &shards,
                             const std::string &database = "postgres");
+
+// The lines of `text` holding `needle`, each with its newline: "" when there is none (a test's
+// evidence, e.g. of a password in a server log).
+std::string lines_with(const std::string &text, const std::string &needle);
 
 // A loopback port nothing listens on now and that this process has not handed out before (the
 // caller retries on another if a server's bind still fails).

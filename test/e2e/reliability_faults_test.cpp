@@ -116,14 +116,6 @@ class ReliabilityFaults : public ReshardCluster {
     }
   }
 
-  // Until the copy of big is running with rows already written; false if it never is.
-  bool wait_big_copying(const std::string &task) const {
-    return wait_until([&] {
-      return safe_value("SELECT count(*) FROM reshard_table_copies WHERE task_id = " + task +
-                        " AND \"table\" = 'big' AND state = 'running' AND rows > 0") == "1";
-    }, 120000);
-  }
-
   int big_attempts(const std::string &task) const {
     return std::stoi(control_->value("SELECT attempts FROM reshard_table_copies WHERE task_id = " + task +
                                      " AND \"table\" = 'big'"));
@@ -170,6 +162,14 @@ class ReliabilityFaults : public ReshardCluster {
     ASSERT_TRUE(wait_caught_up(task, 180000)) << why(task);
   }
 
+  // The end of every test: reshard_verify finds nothing, and neither do the independent checks
+  // (row by row and placement for the load's tables, digests and placement for big).
+  void expect_destinations_equal_source() const {
+    EXPECT_EQ(verify_differences("prod", "prod_new"), "");
+    expect_identical(*source_, dests_);
+    expect_big_identical();
+  }
+
   // big (outside kLoadTables, so not in expect_identical): the destinations together hold as many
   // rows as the source, with the same sums of id, of user_id and of every row's hash (sums are
   // order-independent; sum(bigint) is numeric, so none overflows), and each row on its shard.
@@ -202,7 +202,7 @@ TEST_F(ReliabilityFaults, CopyWorkerKilled) {
   Load load(*source_, 3);
   ASSERT_TRUE(advance(load, 100)) << "the clients do not write";
   std::string task = start_copy();
-  ASSERT_TRUE(wait_big_copying(task)) << why(task);
+  ASSERT_TRUE(wait_copying(task, "big")) << why(task);
 
   // The copy worker holding big (the only one: parallel_copies = 1).
   std::string pid = safe_value(
@@ -219,16 +219,14 @@ TEST_F(ReliabilityFaults, CopyWorkerKilled) {
   ASSERT_TRUE(advance(load, 1000)) << "the clients stopped writing";
 
   ASSERT_NO_FATAL_FAILURE(stop_load_and_catch_up(task, load));
-  EXPECT_EQ(verify_differences("prod", "prod_new"), "");
-  expect_identical(*source_, dests_);
-  expect_big_identical();
+  expect_destinations_equal_source();
 }
 
 TEST_F(ReliabilityFaults, LauncherKilled) {
   Load load(*source_, 3);
   ASSERT_TRUE(advance(load, 100)) << "the clients do not write";
   std::string task = start_copy();
-  ASSERT_TRUE(wait_big_copying(task)) << why(task);
+  ASSERT_TRUE(wait_copying(task, "big")) << why(task);
 
   std::string launcher = pid_of("pgdog_reshard launcher");
   ASSERT_NE(launcher, "") << "no launcher runs";
@@ -247,16 +245,14 @@ TEST_F(ReliabilityFaults, LauncherKilled) {
   ASSERT_TRUE(advance(load, 1000)) << "the clients stopped writing";
 
   ASSERT_NO_FATAL_FAILURE(stop_load_and_catch_up(task, load));
-  EXPECT_EQ(verify_differences("prod", "prod_new"), "");
-  expect_identical(*source_, dests_);
-  expect_big_identical();
+  expect_destinations_equal_source();
 }
 
 TEST_F(ReliabilityFaults, DestinationShardRestartedDuringCopyAndStreaming) {
   Load load(*source_, 3);
   ASSERT_TRUE(advance(load, 100)) << "the clients do not write";
   std::string task = start_copy();
-  ASSERT_TRUE(wait_big_copying(task)) << why(task);
+  ASSERT_TRUE(wait_copying(task, "big")) << why(task);
 
   // Mid-copy: the copy of big fails on shard 1 and is retried.
   dests_[1]->restart("immediate");
@@ -270,9 +266,7 @@ TEST_F(ReliabilityFaults, DestinationShardRestartedDuringCopyAndStreaming) {
   ASSERT_TRUE(advance(load, 1000)) << "the clients stopped writing";
 
   ASSERT_NO_FATAL_FAILURE(stop_load_and_catch_up(task, load));
-  EXPECT_EQ(verify_differences("prod", "prod_new"), "");
-  expect_identical(*source_, dests_);
-  expect_big_identical();
+  expect_destinations_equal_source();
 }
 
 TEST_F(ReliabilityFaults, SourceRestartedDuringStreaming) {
@@ -289,9 +283,7 @@ TEST_F(ReliabilityFaults, SourceRestartedDuringStreaming) {
   EXPECT_GT(load.errors(), errors) << "the clients did not notice the restart";
 
   ASSERT_NO_FATAL_FAILURE(stop_load_and_catch_up(task, load));
-  EXPECT_EQ(verify_differences("prod", "prod_new"), "");
-  expect_identical(*source_, dests_);
-  expect_big_identical();
+  expect_destinations_equal_source();
 }
 
 TEST_F(ReliabilityFaults, DestinationStalledTwentySeconds) {
@@ -318,9 +310,7 @@ TEST_F(ReliabilityFaults, DestinationStalledTwentySeconds) {
   ASSERT_TRUE(advance(load, 1000)) << "the clients stopped writing";
 
   ASSERT_NO_FATAL_FAILURE(stop_load_and_catch_up(task, load));
-  EXPECT_EQ(verify_differences("prod", "prod_new"), "");
-  expect_identical(*source_, dests_);
-  expect_big_identical();
+  expect_destinations_equal_source();
 }
 
 }  // namespace

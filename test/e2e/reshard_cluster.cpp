@@ -61,6 +61,17 @@ bool ReshardCluster::wait_state(const std::string &task, const std::string &want
   return state(task).rfind(want, 0) == 0;
 }
 
+bool ReshardCluster::wait_copying(const std::string &task, const std::string &table) const {
+  return wait_until([&] {
+    try {
+      return control_->value("SELECT count(*) FROM reshard_table_copies WHERE task_id = " + task + " AND \"table\" = '" +
+                             table + "' AND state = 'running' AND rows > 0") == "1";
+    } catch (const std::exception &) {
+      return false;  // the control node restarting
+    }
+  }, 120000);
+}
+
 bool ReshardCluster::wait_caught_up(const std::string &task, int ms) const {
   std::vector<std::pair<std::string, std::string>> targets;  // a slot's server port, its position now
   for (const Row &r : control_->query("SELECT port FROM reshard_replication_slots WHERE task_id = " + task +

@@ -39,6 +39,9 @@ class ReshardCluster : public ::testing::Test {
   // Until the task's state starts with `want`; false if it ends failed or cancelled first, or
   // ms passes. A control node restarting meanwhile is waited out.
   bool wait_state(const std::string &task, const std::string &want, int ms = 120000) const;
+  // Until the copy of `table` runs with rows already written; false if it never does within two
+  // minutes. A control node restarting meanwhile is waited out.
+  bool wait_copying(const std::string &task, const std::string &table) const;
   // Until the task's streams confirmed each of their source shards' position as of the call
   // (writes may go on: what was committed before the call has arrived).
   bool wait_caught_up(const std::string &task, int ms = 60000) const;

@@ -33,14 +33,6 @@ class Reshard : public ProxiedCluster {
     return control_->value("SELECT reshard_wait(" + task + ", '" + std::to_string(seconds) + " s')");
   }
 
-  // Until the copy of big is running with rows written; false if it never is.
-  bool wait_big_copying(const std::string &task) const {
-    return wait_until([&] {
-      return control_->value("SELECT count(*) FROM reshard_table_copies WHERE task_id = " + task +
-                             " AND \"table\" = 'big' AND state = 'running' AND rows > 0") == "1";
-    }, 120000);
-  }
-
   // Row count and an order-independent checksum of a table.
   static std::string digest(const PgInstance &pg, const std::string &table) {
     return pg.value("SELECT count(*) || ' ' || coalesce(sum(hash_record_extended(t, 0) >> 8), 0) FROM " + table + " t");
@@ -133,7 +125,7 @@ TEST_F(Reshard, ControlNodeRestartsDuringTheCopyAndTheStreaming) {
   ASSERT_TRUE(writers.advance(100));
 
   std::string task = start_reshard();
-  ASSERT_TRUE(wait_big_copying(task)) << why(task);
+  ASSERT_TRUE(wait_copying(task, "big")) << why(task);
   control_->restart("immediate");
   ASSERT_TRUE(wait_state(task, "replicating", 240000)) << why(task);
   EXPECT_GE(std::stoi(control_->value("SELECT attempts FROM reshard_table_copies WHERE task_id = " + task +
@@ -181,7 +173,7 @@ TEST_F(Reshard, StopDuringTheCopyAndTheStreamingLeavesNothingBehind) {
   set("pgdog_reshard.auto_cutover", "off");
 
   std::string task = start_reshard();
-  ASSERT_TRUE(wait_big_copying(task)) << why(task);
+  ASSERT_TRUE(wait_copying(task, "big")) << why(task);
   control_->value("SELECT reshard_stop(" + task + ")");
   EXPECT_EQ(wait_end(task, 30), "cancelled") << why(task);
   EXPECT_EQ(leftovers(), "");

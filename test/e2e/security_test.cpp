@@ -30,19 +30,6 @@ constexpr const char *kPwRole = "reshard_pw";
 
 bool has(const std::string &text, const std::string &needle) { return text.find(needle) != std::string::npos; }
 
-// The lines of `text` holding `needle`: "" when there is none, else the evidence.
-std::string lines_with(const std::string &text, const std::string &needle) {
-  std::string out;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    if (has(text.substr(start, end - start), needle)) out += text.substr(start, end - start) + "\n";
-    start = end + 1;
-  }
-  return out;
-}
-
 // The entries of a server log holding `needle`: each hit with the line its entry starts on (a
 // statement or message over several lines continues on lines starting with a tab).
 std::string log_hits(const std::string &log, const std::string &needle) {

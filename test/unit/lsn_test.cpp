@@ -1,5 +1,7 @@
 #include "core/lsn.h"
 
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -70,6 +72,14 @@ TEST(Lsn, ValidityAndOrdering) {
   EXPECT_NE(a, b);
   EXPECT_EQ(b.bytes_since(a), 1u);
   EXPECT_EQ(a.bytes_since(b), 0u);  // lag never goes negative
+}
+
+TEST(Lsn, AllReachedComparesPositionByPosition) {
+  using V = std::vector<Lsn>;
+  EXPECT_TRUE(all_reached(V{Lsn(5), Lsn(9)}, V{Lsn(5), Lsn(8)}));
+  EXPECT_FALSE(all_reached(V{Lsn(5), Lsn(7)}, V{Lsn(5), Lsn(8)}));
+  EXPECT_FALSE(all_reached(V{Lsn(9)}, V{Lsn(5), Lsn(8)}));  // a position missing is not reached
+  EXPECT_TRUE(all_reached(V{}, V{}));
 }
 
 }  // namespace
