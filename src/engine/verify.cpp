@@ -116,10 +116,10 @@ std::string row_of(const std::vector<std::string> &columns) {
 
 class TableSql {
  public:
-  explicit TableSql(const TablePlan &table) : table_(table.qualified()) {
+  explicit TableSql(const TablePlan &table)
+      : table_(table.qualified()), whole_row_identity_(table.replica_identity_full || table.identity_columns.empty()) {
     // REPLICA IDENTITY FULL: a row is known by all its columns.
-    bool full = table.replica_identity_full || table.identity_columns.empty();
-    identity_text_ = row_of(full ? table.columns : table.identity_columns);
+    identity_text_ = row_of(whole_row_identity_ ? table.columns : table.identity_columns);
     row_hash_ = "pg_catalog.hashtextextended(" + row_of(table.columns) + ", 0)";
   }
 
@@ -129,6 +129,10 @@ class TableSql {
            "pg_catalog.count(*) FILTER (WHERE s.m) FROM " + rows_of(misplaced) + " WHERE " +
            in_buckets(within) + " GROUP BY 1";
   }
+
+  // Whether a row's identity is all of it (REPLICA IDENTITY FULL): then every change moves the row
+  // to another bucket.
+  bool whole_row_identity() const { return whole_row_identity_; }
 
   // (identity, row hash, rows) of the rows in `within`.
   std::string digests(const std::vector<Bucket> &within) const {
@@ -151,6 +155,7 @@ class TableSql {
   }
 
   std::string table_;
+  bool whole_row_identity_;
   std::string identity_text_;
   std::string row_hash_;
 };
@@ -334,27 +339,36 @@ class Comparison {
 
   // One pass over each shard of both sides, source first: the level-0 aggregates of `within`
   // (everything when empty) replace the ones kept from an earlier round. Bracketed: see round().
+  //
+  // A REPLICA IDENTITY FULL row changes bucket whenever it changes (its identity is all of it), so
+  // it can pass through a bucket between two source reads that both lack it, while the destination
+  // read in between holds it there. Its bracketed rounds read every bucket on the source (the scan
+  // is the same) and count any change anywhere as a change to every bucket of the round.
   void read_level0(const std::vector<Bucket> &within, bool bracketed) {
-    std::string source_sql = sql_.buckets(kBucketBits, within, "false");
-    std::vector<Result> source = runner_.run(source_, source_sql, tally_);
+    bool whole_table = bracketed && sql_.whole_row_identity();
+    std::string source_sql = sql_.buckets(kBucketBits, whole_table ? std::vector<Bucket>{} : within, "false");
+    Level0 first{};
+    for (const Result &res : runner_.run(source_, source_sql, tally_)) tally_.read(store(res, first));
     if (bracketed) options_.wait_applied(runner_.positions());
     std::vector<std::string> queries;
     for (const std::string &m : destination_.misplaced)
       queries.push_back(sql_.buckets(kBucketBits, within, m));
     std::vector<Result> destination = runner_.run(destination_, queries, tally_);
-    for (const Bucket &b : within.empty() ? buckets_of(all_buckets()) : within) {
-      source_level0_[b.id] = Stat();
+    std::vector<Bucket> read = within.empty() ? buckets_of(all_buckets()) : within;
+    for (const Bucket &b : read) {
+      source_level0_[b.id] = first[b.id];
       for (Level0 &shard : destination_level0_) shard[b.id] = Stat();
     }
-    for (const Result &res : source) tally_.read(store(res, source_level0_));
     for (size_t i = 0; i < destination.size(); i++)
       tally_.read(store(destination[i], destination_level0_[i]));
     changed_on_source_.clear();
     if (!bracketed) return;
     Level0 again{};
     for (const Result &res : runner_.run(source_, source_sql, tally_)) tally_.read(store(res, again));
-    for (const Bucket &b : within.empty() ? buckets_of(all_buckets()) : within) {
-      if (!same_rows(again[b.id], source_level0_[b.id])) changed_on_source_.insert(b.id);
+    bool moved = false;
+    for (int id = 0; whole_table && id < kBuckets; id++) moved = moved || !same_rows(again[id], first[id]);
+    for (const Bucket &b : read) {
+      if (moved || !same_rows(again[b.id], first[b.id])) changed_on_source_.insert(b.id);
     }
   }
 

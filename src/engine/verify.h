@@ -28,7 +28,8 @@
 // has applied up to them), the destination is read, then the source again. The destination then
 // holds a state between the two source reads, so a bucket the source did not change meanwhile
 // must be equal, and one it changed is re-checked again (after the last re-check its rows are
-// changing_rows, verdict "unsettled" if nothing else differs). Only what still differs in the last
+// changing_rows, verdict "unsettled" if nothing else differs). A REPLICA IDENTITY FULL row changes
+// bucket whenever it changes, so for such a table a change anywhere counts for every bucket. Only what still differs in the last
 // round is reported; nothing is dropped silently: the last round's differences are the result.
 #pragma once
 
