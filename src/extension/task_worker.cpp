@@ -2,7 +2,7 @@
 // then replicating; replicate: plan, slots, then replicating; reshard: as copy_data, then cuts over
 // by itself), recording each step in the catalog.
 // Every phase is idempotent, so a task restarted after a crash or a server restart runs them again
-// and skips what is done.
+// and skips what is done; one that was already streaming goes straight back to streaming.
 #include <mutex>
 #include <vector>
 
@@ -351,6 +351,12 @@ void run_phases(const TaskRun &run) {
     std::string phase = in_transaction([&] { return task_option(run.task, "phase"); });
     schema_phase(run, phase == "post" ? SchemaPhase::Post : phase == "cutover" ? SchemaPhase::Cutover : SchemaPhase::Pre);
     set_phase(run, "done", phase.c_str());
+    return;
+  }
+  // A task that reached streaming before a restart resumes there: its copies and post-data schema
+  // are done, and going back through them would show it 'running' again for no reason.
+  if ((command == "copy_data" || command == "reshard" || command == "replicate") && run.task.state == "replicating") {
+    stream_until_cut_over(run, ctx);
     return;
   }
   if (command == "copy_data" || command == "reshard") {

@@ -133,9 +133,15 @@ TEST_F(Reshard, ControlNodeRestartsDuringTheCopyAndTheStreaming) {
       << "big was not copied again after the restart";
 
   ASSERT_TRUE(writers.advance(200));
+  // A task that was streaming resumes streaming: it does not go back through its earlier phases
+  // (it once did, showing 'running' again for a while).
+  auto restarts_from_the_top = [&] { return lines_with(control_->log(), "task " + task + ": running (schema_pre)"); };
+  const std::string before = restarts_from_the_top();
   control_->restart("immediate");
   ASSERT_TRUE(wait_state(task, "replicating", 120000)) << why(task);
   ASSERT_TRUE(writers.advance(200));
+  EXPECT_EQ(restarts_from_the_top(), before);
+  EXPECT_EQ(state(task).rfind("replicating", 0), 0u) << state(task);
   EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_cutover WHERE task_id = " + task), "0");
 
   set("pgdog_reshard.auto_cutover", "on");
