@@ -165,41 +165,6 @@ run_raw_split() {  # repetition
   say "  raw split pipes (2 x half): $(seconds $((t1 - t0))) s ($counts)"
 }
 
-# Samples, every 100 ms, /proc/<pid>/status of the control node's pgdog_reshard copy and task workers
-# until $1 exists; writes the peaks per backend type to $2. The workers are looked up in
-# pg_stat_activity every 500 ms until a copy worker shows, then every 3 s (a psql is not free on
-# the CPUs the copy uses).
-sample_memory() {  # stop file, output file
-  set +e
-  local -A hwm=() rss=() anon=()
-  local -a workers=()
-  local i=0 every=5 w pid type key val _
-  while [ ! -e "$1" ]; do
-    if ((i % every == 0)); then
-      mapfile -t workers < <(value ctl "SELECT pid || ' ' || backend_type FROM pg_stat_activity
-                                        WHERE backend_type IN ('pgdog_reshard copy', 'pgdog_reshard task')" 2>/dev/null)
-      [[ " ${workers[*]} " == *" pgdog_reshard copy"* ]] && every=30
-    fi
-    for w in "${workers[@]}"; do
-      pid=${w%% *}
-      type=${w#* }
-      type=${type#pgdog_reshard }
-      while read -r key val _; do
-        case $key in
-          VmHWM:) ((val > ${hwm[$type]:-0})) && hwm[$type]=$val ;;
-          VmRSS:) ((val > ${rss[$type]:-0})) && rss[$type]=$val ;;
-          RssAnon:) ((val > ${anon[$type]:-0})) && anon[$type]=$val ;;
-        esac
-      done 2>/dev/null <"/proc/$pid/status"
-    done
-    i=$((i + 1))
-    sleep 0.1
-  done
-  for type in copy task; do
-    printf '%s\t%s\t%s\t%s\n' "$type" "${hwm[$type]:-0}" "${rss[$type]:-0}" "${anon[$type]:-0}"
-  done >"$2"
-}
-
 run_pgdog() {  # repetition
   local task state st ph pr rc last_report now counts stop="$base/sampler.stop" out="$base/sampler.out" line
   rm -f "$stop" "$out"

@@ -137,6 +137,42 @@ database = "prod_2x"
 SQL
 }
 
+# Samples, every 100 ms, /proc/<pid>/status of the control node's pgdog_reshard background workers
+# (copy, task, stream, verify, launcher) until $1 exists; writes the peaks per backend type (without
+# the "pgdog_reshard " prefix) to $2: type, VmHWM kB, VmRSS kB, RssAnon kB. The workers are looked
+# up in pg_stat_activity every 500 ms until a copy or stream worker shows, then every 3 s (a psql
+# is not free on the CPUs the work uses).
+sample_memory() {  # stop file, output file
+  set +e
+  local -A hwm=() rss=() anon=()
+  local -a workers=()
+  local i=0 every=5 w pid type key val _
+  while [ ! -e "$1" ]; do
+    if ((i % every == 0)); then
+      mapfile -t workers < <(value ctl "SELECT pid || ' ' || backend_type FROM pg_stat_activity
+                                        WHERE backend_type LIKE 'pgdog\\_reshard %'" 2>/dev/null)
+      [[ " ${workers[*]} " == *" pgdog_reshard copy"* || " ${workers[*]} " == *" pgdog_reshard stream"* ]] && every=30
+    fi
+    for w in "${workers[@]}"; do
+      pid=${w%% *}
+      type=${w#* }
+      type=${type#pgdog_reshard }
+      while read -r key val _; do
+        case $key in
+          VmHWM:) ((val > ${hwm[$type]:-0})) && hwm[$type]=$val ;;
+          VmRSS:) ((val > ${rss[$type]:-0})) && rss[$type]=$val ;;
+          RssAnon:) ((val > ${anon[$type]:-0})) && anon[$type]=$val ;;
+        esac
+      done 2>/dev/null <"/proc/$pid/status"
+    done
+    i=$((i + 1))
+    sleep 0.1
+  done
+  for type in "${!hwm[@]}"; do
+    printf '%s\t%s\t%s\t%s\n' "$type" "${hwm[$type]:-0}" "${rss[$type]:-0}" "${anon[$type]:-0}"
+  done >"$2"
+}
+
 # The machine, for a results file.
 machine_lines() {
   local cpu mem_kb
