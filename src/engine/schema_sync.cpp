@@ -127,17 +127,6 @@ bool is_post_data_kind(const std::string &kind) {
   return false;
 }
 
-// ALTER TABLE ... ADD [CONSTRAINT name] PRIMARY KEY (...)
-bool is_primary_key(const std::vector<std::string> &words) {
-  if (!word_is(words, 0, "ALTER") || !word_is(words, 1, "TABLE")) return false;
-  for (size_t i = 2; i < words.size(); i++) {
-    if (words[i] != "ADD") continue;
-    size_t key = word_is(words, i + 1, "CONSTRAINT") ? i + 3 : i + 1;
-    return word_is(words, key, "PRIMARY") && word_is(words, key + 1, "KEY");
-  }
-  return false;
-}
-
 // ALTER TABLE ... REPLICA IDENTITY ...: pg_dump writes it inside the TABLE entry (FULL, NOTHING)
 // or after the index it uses (USING INDEX).
 bool is_replica_identity(const std::vector<std::string> &words) {
@@ -152,7 +141,6 @@ bool is_replica_identity(const std::vector<std::string> &words) {
 
 SchemaDump split_schema_dump(const std::string &script) {
   SchemaDump dump;
-  std::vector<SchemaStatement> primary_keys;
   TocEntry toc;
   bool post_data = false;
   for (ScriptStatement &piece : split_sql_script(script)) {
@@ -168,14 +156,10 @@ SchemaDump split_schema_dump(const std::string &script) {
       // table's identity is settled in one place, after the copy, like its indexes.
       statement.kind = "REPLICA IDENTITY";
       dump.post.push_back(std::move(statement));
-    } else if (post_data && toc.kind == "CONSTRAINT" && is_primary_key(words)) {
-      // The copy's target needs its key (idempotent apply, streaming); after every table exists.
-      primary_keys.push_back(std::move(statement));
     } else {
       (post_data ? dump.post : dump.pre).push_back(std::move(statement));
     }
   }
-  for (SchemaStatement &key : primary_keys) dump.pre.push_back(std::move(key));
   return dump;
 }
 

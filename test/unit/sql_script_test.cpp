@@ -169,11 +169,11 @@ bool contains(const std::string &text, const std::string &needle) {
 
 TEST(SchemaDump, FixtureSplitsIntoPreAndPost) {
   const SchemaDump &dump = fixture_dump();
-  // pre: 31 pre-data statements (orders' REPLICA IDENTITY FULL moved out) + 8 primary keys.
-  // post: 6 indexes, 4 index attachments, 1 unique constraint, 3 foreign keys, trigger, rule,
-  // policy, row security, the index's comment, 2 REPLICA IDENTITY.
-  EXPECT_EQ(dump.pre.size(), 39u);
-  EXPECT_EQ(dump.post.size(), 21u);
+  // pre: 31 pre-data statements (orders' REPLICA IDENTITY FULL moved out).
+  // post: 8 primary keys, 6 indexes, 4 index attachments, 1 unique constraint, 3 foreign keys,
+  // trigger, rule, policy, row security, the index's comment, 2 REPLICA IDENTITY.
+  EXPECT_EQ(dump.pre.size(), 31u);
+  EXPECT_EQ(dump.post.size(), 29u);
   for (const auto *phase : {&dump.pre, &dump.post}) {
     for (const SchemaStatement &s : *phase) {
       EXPECT_EQ(s.sql.back(), ';') << s.sql;
@@ -195,29 +195,20 @@ TEST(SchemaDump, DropsSessionSettingsMetaCommandsAndPublications) {
   }
 }
 
-TEST(SchemaDump, PreHoldsDefinitionsAndEveryPrimaryKey) {
+TEST(SchemaDump, PreHoldsDefinitionsAndNoKeyOrIndex) {
   const std::vector<SchemaStatement> &pre = fixture_dump().pre;
   const std::set<std::string> pre_kinds = {"SCHEMA", "EXTENSION", "TYPE", "DOMAIN", "FUNCTION",
                                            "SEQUENCE", "SEQUENCE OWNED BY", "TABLE", "TABLE ATTACH",
-                                           "DEFAULT", "COMMENT", "VIEW", "CONSTRAINT"};
+                                           "DEFAULT", "COMMENT", "VIEW"};
   for (const SchemaStatement &s : pre) {
     EXPECT_TRUE(pre_kinds.count(s.kind)) << s.kind << ": " << s.sql;
-    if (s.kind == "CONSTRAINT") {
-      EXPECT_TRUE(contains(s.sql, "PRIMARY KEY")) << s.sql;
-    }
+    EXPECT_FALSE(contains(s.sql, "PRIMARY KEY")) << s.sql;
   }
   // TOC fields: kind, schema ("" for none) and pg_dump's name.
   const SchemaStatement *schema = find(pre, "SCHEMA", "billing");
   ASSERT_NE(schema, nullptr);
   EXPECT_EQ(schema->schema, "");
   EXPECT_EQ(schema->sql, "CREATE SCHEMA billing;");
-  const SchemaStatement *items_key = find(pre, "CONSTRAINT", "Order Items Order Items_pkey");
-  ASSERT_NE(items_key, nullptr);
-  EXPECT_EQ(items_key->schema, "public");
-  EXPECT_EQ(items_key->sql,
-            "ALTER TABLE ONLY public.\"Order Items\"\n    ADD CONSTRAINT \"Order Items_pkey\" "
-            "PRIMARY KEY (\"Id\");");
-  EXPECT_EQ(count_kind(pre, "CONSTRAINT"), 8u);  // one per table and partition
   EXPECT_NE(find(pre, "EXTENSION", "citext"), nullptr);
   EXPECT_NE(find(pre, "TYPE", "order_status"), nullptr);
   EXPECT_NE(find(pre, "DOMAIN", "positive_amount"), nullptr);
@@ -227,11 +218,6 @@ TEST(SchemaDump, PreHoldsDefinitionsAndEveryPrimaryKey) {
   const SchemaStatement *identity = find(pre, "SEQUENCE", "customers_id_seq");
   ASSERT_NE(identity, nullptr);
   EXPECT_TRUE(contains(identity->sql, "ADD GENERATED ALWAYS AS IDENTITY"));
-
-  // Primary keys come after every table and partition attachment.
-  auto first_key = std::find_if(pre.begin(), pre.end(),
-                                [](const SchemaStatement &s) { return s.kind == "CONSTRAINT"; });
-  for (auto it = first_key; it != pre.end(); ++it) EXPECT_EQ(it->kind, "CONSTRAINT");
 }
 
 TEST(SchemaDump, PostHoldsIndexesConstraintsTriggersAndReplicaIdentity) {
@@ -244,10 +230,20 @@ TEST(SchemaDump, PostHoldsIndexesConstraintsTriggersAndReplicaIdentity) {
   EXPECT_EQ(count_kind(post, "POLICY"), 1u);
   EXPECT_EQ(count_kind(post, "ROW SECURITY"), 1u);
   EXPECT_EQ(count_kind(post, "REPLICA IDENTITY"), 2u);
-  // The unique constraint stays in post; its primary-key neighbours moved.
+  // Primary keys (one per table and partition) and the unique constraint, in pg_dump's order.
   const SchemaStatement *unique = find(post, "CONSTRAINT", "Order Items Order Items_order_id_select_key");
   ASSERT_NE(unique, nullptr);
-  EXPECT_EQ(count_kind(post, "CONSTRAINT"), 1u);
+  const SchemaStatement *items_key = find(post, "CONSTRAINT", "Order Items Order Items_pkey");
+  ASSERT_NE(items_key, nullptr);
+  EXPECT_EQ(items_key->schema, "public");
+  EXPECT_EQ(items_key->sql,
+            "ALTER TABLE ONLY public.\"Order Items\"\n    ADD CONSTRAINT \"Order Items_pkey\" "
+            "PRIMARY KEY (\"Id\");");
+  EXPECT_EQ(count_kind(post, "CONSTRAINT"), 9u);
+  // Foreign keys come after every key they may reference.
+  auto first_fk = std::find_if(post.begin(), post.end(),
+                               [](const SchemaStatement &s) { return s.kind == "FK CONSTRAINT"; });
+  for (auto it = first_fk; it != post.end(); ++it) EXPECT_NE(it->kind, "CONSTRAINT") << it->sql;
   // FULL comes out of the orders TABLE entry; USING INDEX out of the index's entry.
   const SchemaStatement *full = find(post, "REPLICA IDENTITY", "orders");
   ASSERT_NE(full, nullptr);
@@ -293,13 +289,13 @@ TEST(SchemaDump, AnythingAfterTheBoundaryIsPost) {
       "--\n-- Name: p; Type: PUBLICATION TABLE; Schema: public; Owner: -\n--\n\n"
       "ALTER PUBLICATION p ADD TABLE ONLY public.t;\n"
       "COMMENT ON SUBSCRIPTION s IS 'x';\n");
-  ASSERT_EQ(dump.pre.size(), 2u);
-  EXPECT_EQ(dump.pre[1].sql, "ALTER TABLE public.t ADD PRIMARY KEY (id);");
-  ASSERT_EQ(dump.post.size(), 2u);
-  EXPECT_EQ(dump.post[0].sql, "ALTER TABLE public.t CLUSTER ON t_pkey;");
-  EXPECT_EQ(dump.post[0].kind, "CONSTRAINT");
-  EXPECT_EQ(dump.post[1].kind, "SOMETHING NEW");
-  EXPECT_EQ(dump.post[1].schema, "public");
+  ASSERT_EQ(dump.pre.size(), 1u);
+  ASSERT_EQ(dump.post.size(), 3u);
+  EXPECT_EQ(dump.post[0].sql, "ALTER TABLE public.t ADD PRIMARY KEY (id);");
+  EXPECT_EQ(dump.post[1].sql, "ALTER TABLE public.t CLUSTER ON t_pkey;");
+  EXPECT_EQ(dump.post[1].kind, "CONSTRAINT");
+  EXPECT_EQ(dump.post[2].kind, "SOMETHING NEW");
+  EXPECT_EQ(dump.post[2].schema, "public");
 }
 
 TEST(SchemaDump, NamesMayHoldSemicolons) {
