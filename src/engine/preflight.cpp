@@ -752,7 +752,26 @@ void check_destination_empty(Shard &shard, const std::vector<TablePlan> &plans, 
   }
 }
 
-// A stream without a copy applies changes into the tables as they are: each must exist already.
+std::string schema_sync_call(const ReshardRequest &request, const char *phase) {
+  return "SELECT reshard_schema_sync(" + quote_literal(request.source) + ", " + quote_literal(request.destination) +
+         ", " + quote_literal(request.publication) + ", '" + phase + "')";
+}
+
+// Whether the table has a unique index the apply's upsert can name (ON CONFLICT (identity)): valid,
+// immediate, without predicate or expression, on exactly the identity columns.
+bool has_identity_key(Shard &shard, const TablePlan &plan) {
+  return shard.query(
+                  "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1::regclass AND i.indisunique"
+                  " AND i.indisvalid AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL"
+                  " AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a"
+                  "      WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))"
+                  "     = (SELECT array_agg(c ORDER BY c) FROM unnest($2::text[]) c))",
+                  {plan.qualified(), text_array(plan.identity_columns)})
+             .value(0, 0) == "t";
+}
+
+// A stream without a copy applies changes into the tables as they are: each must exist already,
+// with the key its upserts conflict on (schema sync post builds keys; pre only makes the tables).
 void check_destination_present(Shard &shard, const std::vector<TablePlan> &plans, const ReshardRequest &request) {
   std::vector<size_t> present = present_tables(shard, plans);
   for (size_t i = 0; i < plans.size(); i++) {
@@ -761,9 +780,17 @@ void check_destination_present(Shard &shard, const std::vector<TablePlan> &plans
                 "table " + plans[i].qualified() + " does not exist on " + shard.where(),
                 "Streaming without a copy applies the source's changes to tables that are already there; it "
                 "creates neither tables nor rows.",
-                "Create the tables first: SELECT reshard_schema_sync(" + quote_literal(request.source) + ", " +
-                    quote_literal(request.destination) + ", " + quote_literal(request.publication) +
-                    ", 'pre'), and wait until it is done.");
+                "Create the tables first: " + schema_sync_call(request, "pre") + ", then " +
+                    schema_sync_call(request, "post") + ", each once the one before is done.");
+  }
+  for (const TablePlan &plan : plans) {
+    if (plan.replica_identity_full || has_identity_key(shard, plan)) continue;
+    throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                "table " + plan.qualified() + " on " + shard.where() + " has no unique index on (" +
+                    quote_ident_list(plan.identity_columns) + ")",
+                "The stream applies inserts as upserts on the source's replica identity, which needs a unique "
+                "index on the same columns.",
+                "Build the keys and indexes: " + schema_sync_call(request, "post") + ", and wait until it is done.");
   }
 }
 

@@ -58,7 +58,8 @@ struct ReshardPlan {
 //    a rule naming a table that is not published is logged as a warning through ctx;
 //  - the destination's encoding equals the source's (55000);
 //  - copy: every destination table is absent or empty (55000); not copy: every destination table
-//    exists (42P01, naming the table and the shard), whatever rows it holds.
+//    exists (42P01, naming the table and the shard), whatever rows it holds, and unless its
+//    identity is FULL has a unique index on its replica identity columns for the upserts (55000).
 // Reads only: creates nothing anywhere.
 ReshardPlan preflight(const Config &config, const ReshardRequest &request, TaskContext &ctx);
 

@@ -8,6 +8,8 @@ char *guc_config_file = nullptr;
 char *guc_users_file = nullptr;
 char *guc_database_name = nullptr;
 int guc_parallel_copies = 2;
+int guc_apply_batch_changes = 10000;
+int guc_apply_batch_ms = 100;
 int guc_cutover_lag_threshold = 1024 * 1024;
 int guc_cutover_timeout_ms = 10000;
 bool guc_cutover_wait_for_ack = false;
@@ -34,6 +36,16 @@ void guc_init() {
       "pgdog_reshard.parallel_copies", "Table copies at once per source shard.",
       "Each uses a background worker, a temporary replication slot and a WAL sender on the source.",
       &guc_parallel_copies, 2, 1, 64, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "pgdog_reshard.apply_batch_changes", "Changes a stream applies in one destination transaction, at most.",
+      "Many source transactions go into one, committed at a source commit boundary. Larger batches commit less "
+      "often; a row updated many times within one batch costs more each time (its versions are all visible to "
+      "the open transaction).",
+      &guc_apply_batch_changes, 10000, 1, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "pgdog_reshard.apply_batch_time", "Age at which a stream commits its open destination transaction.",
+      "Bounds how long an applied change waits for its commit when the source is quiet.", &guc_apply_batch_ms, 100,
+      1, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "pgdog_reshard.cutover_lag_threshold", "Replication lag under which a cutover pauses the proxy.",
       "The rest is drained while writes are paused, so this bounds the pause.", &guc_cutover_lag_threshold,

@@ -10,6 +10,9 @@ extern char *guc_users_file;
 extern char *guc_database_name;
 // Table copies at once per source shard.
 extern int guc_parallel_copies;
+// The stream's destination transactions: committed after this many changes or this age (ms).
+extern int guc_apply_batch_changes;
+extern int guc_apply_batch_ms;
 
 // Cutover (see reshard_cutover): lag to wait for before pausing, time allowed from the pause to
 // the switch, whether a passive proxy's acknowledgements are awaited, the proxies' admin databases

@@ -9,6 +9,7 @@
 #include "engine/preflight.h"
 #include "engine/replication_stream.h"
 #include "extension/backend_context.h"
+#include "extension/guc.h"
 #include "extension/task_catalog.h"
 #include "extension/transaction.h"
 #include "extension/worker.h"
@@ -73,6 +74,8 @@ void run_stream_worker(int64_t task_id, int shard) {
   // One per source shard, since an origin serves one session at a time (the applier suffixes it
   // per destination shard: see shard_origin). drop_apply_origin takes the same name.
   request.apply.origin = stream_origin(task_id, shard);
+  request.apply.batch_changes = static_cast<size_t>(guc_apply_batch_changes);
+  request.apply.batch_ms = guc_apply_batch_ms;
   request.apply.source = request.source;
   request.apply.source->replication = false;
   request.apply.source->application_name = "pgdog_reshard apply";

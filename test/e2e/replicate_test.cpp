@@ -60,9 +60,14 @@ class Replicate : public ReshardCluster {
     load_config(databases_toml(*source_, dests_, "prod_new") + kProdNewRules, users_toml("prod_new"));
   }
 
-  void schema_pre() const {
-    std::string pre = control_->value("SELECT reshard_schema_sync('prod', 'prod_new', 'pgdog', 'pre')");
-    ASSERT_TRUE(wait_state(pre, "done")) << state(pre) << control_->log();
+  void schema_sync(const std::string &phase) const {
+    std::string task = control_->value("SELECT reshard_schema_sync('prod', 'prod_new', 'pgdog', '" + phase + "')");
+    ASSERT_TRUE(wait_state(task, "done")) << state(task) << control_->log();
+  }
+  // The tables with their keys and indexes, as streaming without a copy needs them.
+  void schema_pre_and_post() const {
+    schema_sync("pre");
+    schema_sync("post");
   }
 
   // The destinations hold exactly the source rows `new_rows` selects (what was written while the task
@@ -103,7 +108,7 @@ class Replicate : public ReshardCluster {
 };
 
 TEST_F(Replicate, StreamsChangesWithoutCopying) {
-  schema_pre();
+  schema_pre_and_post();
   std::string task = control_->value("SELECT reshard_replicate('prod', 'prod_new', 'pgdog')");
   ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
   EXPECT_EQ(control_->value("SELECT command FROM reshard_status WHERE id = " + task), "replicate");
@@ -144,7 +149,7 @@ TEST_F(Replicate, StreamsChangesWithoutCopying) {
 TEST_F(Replicate, UserDefinedTypesStreamAsText) {
   source_->exec("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');"
                 "CREATE TABLE feelings (id bigint PRIMARY KEY, m mood, history mood[], at timestamptz)");
-  schema_pre();
+  schema_pre_and_post();
   std::string task = control_->value("SELECT reshard_replicate('prod', 'prod_new', 'pgdog')");
   ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
   source_->exec(changes(100000));
@@ -178,13 +183,23 @@ TEST_F(Replicate, MissingDestinationTablesAreRefusedInTheCaller) {
   EXPECT_EQ(e.sqlstate, "42P01") << e.message;
   EXPECT_NE(e.message.find("shard 1 of destination cluster"), std::string::npos) << e.message;
 
-  // Nothing was created: no task, no slot.
-  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_status"), "0");
+  // Tables from schema sync pre alone have no keys yet: the upserts would have nothing to conflict
+  // on. The table and the shard are named, and the hint gives the call that builds the keys.
+  dests_[0]->exec("DROP TABLE users, orders, accounts, settings");
+  schema_sync("pre");
+  e = control_->error_of("SELECT reshard_replicate('prod', 'prod_new', 'pgdog')");
+  EXPECT_EQ(e.sqlstate, "55000") << e.message;
+  EXPECT_NE(e.message.find("has no unique index on ("), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("of destination cluster"), std::string::npos) << e.message;
+  EXPECT_NE(e.hint.find("reshard_schema_sync('prod', 'prod_new', 'pgdog', 'post')"), std::string::npos) << e.hint;
+
+  // Nothing was created: no task (but the schema sync's), no slot.
+  EXPECT_EQ(control_->value("SELECT string_agg(command, ',') FROM reshard_status"), "schema_sync");
   EXPECT_EQ(source_->value("SELECT count(*) FROM pg_replication_slots"), "0");
 }
 
 TEST_F(Replicate, GivenSlotIsReusedWithTheChangesSinceItWasCreated) {
-  schema_pre();
+  schema_pre_and_post();
   // The destinations already hold some of the data (as after a restore): the stream applies onto it.
   for (auto &d : dests_) d->exec("INSERT INTO settings VALUES ('mode', 'a')");
   source_->exec("SELECT pg_create_logical_replication_slot('my_slot', 'pgoutput')");
