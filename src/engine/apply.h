@@ -38,7 +38,7 @@ struct ApplyTable {
 };
 
 struct ApplyOptions {
-  size_t batch_changes = 10000;  // commit the destination transactions after this many changes...
+  size_t batch_changes = 2000;   // commit the destination transactions after this many changes...
   int batch_ms = 100;            // ...or when the open batch is this old, at a commit boundary
   // The stream's replication origin, kept on every destination shard (as shard_origin(origin, i),
   // created if missing); empty: none, and a replay re-applies what a shard already committed

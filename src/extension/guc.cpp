@@ -8,7 +8,7 @@ char *guc_config_file = nullptr;
 char *guc_users_file = nullptr;
 char *guc_database_name = nullptr;
 int guc_parallel_copies = 2;
-int guc_apply_batch_changes = 10000;
+int guc_apply_batch_changes = 2000;
 int guc_apply_batch_ms = 100;
 int guc_cutover_lag_threshold = 1024 * 1024;
 int guc_cutover_timeout_ms = 10000;
@@ -41,7 +41,7 @@ void guc_init() {
       "Many source transactions go into one, committed at a source commit boundary. Larger batches commit less "
       "often; a row updated many times within one batch costs more each time (its versions are all visible to "
       "the open transaction).",
-      &guc_apply_batch_changes, 10000, 1, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+      &guc_apply_batch_changes, 2000, 1, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "pgdog_reshard.apply_batch_time", "Age at which a stream commits its open destination transaction.",
       "Bounds how long an applied change waits for its commit when the source is quiet.", &guc_apply_batch_ms, 100,
