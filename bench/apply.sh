@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Apply benchmark: pgdog_reshard's stream (1 -> 2 shards) against native logical replication
 # (CREATE SUBSCRIPTION, 1 -> 1) over the same backlog of a pgbench workload, then the lag of each
-# under a steady load. Not part of the test suite: run it by hand, as root:
+# under a steady load. Not part of the test suite: run by hand, as root, usually through
+# bench/run.sh (`bash bench/run.sh`, or `ONLY=apply bash bench/run.sh`), which runs every benchmark and
+# writes bench/RESULTS.md; alone:
 #
 #   bash bench/apply.sh                                       130,000 transactions a backlog, 3 rounds
 #   TRANSACTIONS=20000 REPEAT=1 STEADY_SECONDS=10 RESULTS=/tmp/r.md bash bench/apply.sh   a quick run
@@ -26,9 +28,15 @@
 #     250 ms the lag is the age of the newest pgbench_history row (mtime, set by the source's
 #     now()) on the destination that is furthest behind.
 #
+# During each pgdog_reshard drain and its steady load, the memory of the control node's
+# pgdog_reshard workers is sampled (sample_memory in lib.sh): their peaks per worker type go into the
+# results. With SUMMARY set, the rows of bench/run.sh's "summary against the targets" are appended
+# to that file: changes/s against native, the lag under load, the control node's peak memory.
+#
 # Settings (environment): SCALE (10: 1,000,000 accounts), TRANSACTIONS (130000), CLIENTS (4),
-# REPEAT (3), RATE (1000), STEADY_SECONDS (30), FSYNC (off), RESULTS (bench/RESULTS-apply.md),
-# PGBIN (pg_config --bindir), KEEP=1 keeps the data directories and logs.
+# REPEAT (3), RATE (1000), STEADY_SECONDS (30), FSYNC (off), RESULTS (a new /tmp/RESULTS-apply.*.md:
+# bench/run.sh gathers the results), SUMMARY (none), PGBIN (pg_config --bindir), KEEP=1 keeps the
+# data directories and logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -40,7 +48,7 @@ REPEAT=${REPEAT:-3}
 RATE=${RATE:-1000}
 STEADY_SECONDS=${STEADY_SECONDS:-30}
 FSYNC=${FSYNC:-off}
-RESULTS=${RESULTS:-$root/bench/RESULTS-apply.md}
+RESULTS=${RESULTS:-}
 KEEP=${KEEP:-0}
 
 # shellcheck source=bench/lib.sh
@@ -185,8 +193,10 @@ check_content() {
 
 # --- drain a backlog -----------------------------------------------------------------------------
 
-runs="$base/runs.tsv"  # consumer, round, changes, seconds
+runs="$base/runs.tsv"      # consumer, round, changes, seconds
+memory="$base/memory.tsv"  # phase (drain, steady), round, worker type, peak VmHWM kB, VmRSS kB, RssAnon kB
 : >"$runs"
+: >"$memory"
 
 backlog() {  # round
   local out tx
@@ -219,9 +229,11 @@ marker_arrival() {  # round, server...
 
 drain_pgdog() {  # round
   local t0 t1 task
+  memory_start
   t0=$(now_us)
   task=$(value ctl "SELECT reshard_replicate('prod', 'prod_2x', 'pgdog', 'pgdog_bench')")
   t1=$(marker_arrival "$1" dst0 dst1)
+  memory_stop "$memory" drain "$1"
   printf 'pgdog\t%s\t%s\t%s\n' "$1" "$changes" "$(seconds $((t1 - t0)))" >>"$runs"
   say "  pgdog_reshard 1 -> 2 (task $task): $(seconds $((t1 - t0))) s, $(value ctl "SELECT round($changes / $(seconds $((t1 - t0))))") changes/s"
   pgdog_task=$task
@@ -268,30 +280,39 @@ sample_lag() {  # consumer, stop file, server...
 }
 
 steady() {  # consumer, server...
-  local consumer=$1 stop="$base/lag.stop" out
+  local consumer=$1 stop="$base/lag.stop" out load sampler
   shift
   rm -f "$stop"
   say "  $consumer: pgbench -R $RATE for $STEADY_SECONDS s"
   # The lag is only sampled once the load runs: the first sample comes after the first write.
   as_pg "$PGBIN/pgbench" -n -c "$CLIENTS" -j 2 -R "$RATE" -T "$STEADY_SECONDS" \
     -h 127.0.0.1 -p "${port[src]}" -U postgres postgres >"$base/steady-$consumer.out" 2>&1 &
-  bg_pids=($!)
+  load=$!
+  bg_pids+=("$load")
   sleep 1
   sample_lag "$consumer" "$stop" "$@" &
-  bg_pids+=($!)
-  wait "${bg_pids[0]}" || die "pgbench -R failed: $(cat "$base/steady-$consumer.out")"
+  sampler=$!
+  bg_pids+=("$sampler")
+  wait "$load" || die "pgbench -R failed: $(cat "$base/steady-$consumer.out")"
   touch "$stop"
-  wait "${bg_pids[1]}" || true
-  bg_pids=()
+  wait "$sampler" || true
+  bg_forget "$load" "$sampler"
   out=$(grep -E '^tps' "$base/steady-$consumer.out" | head -1)
   say "  $out"
 }
 
 say "steady load, one consumer at a time"
 value src "SELECT pg_create_logical_replication_slot('pgdog_bench', 'pgoutput')" >/dev/null
+memory_start
 pgdog_task=$(value ctl "SELECT reshard_replicate('prod', 'prod_2x', 'pgdog', 'pgdog_bench')")
 wait_state "$pgdog_task" replicating 60
 steady pgdog dst0 dst1
+# What the memory figures are of: the control node's pgdog_reshard processes while it streams.
+workers=$(value ctl "SELECT string_agg(backend_type || ' x' || n, ', ' ORDER BY backend_type)
+                     FROM (SELECT backend_type, count(*) AS n FROM pg_stat_activity
+                           WHERE backend_type LIKE 'pgdog\_reshard %' GROUP BY backend_type) w")
+say "  control node's pgdog_reshard workers while it streams: $workers"
+memory_stop "$memory" steady 0
 stop_task "$pgdog_task"
 psql_at native -c "ALTER SUBSCRIPTION native ENABLE"
 value src "INSERT INTO bench_marker VALUES (1000, NULL)" >/dev/null
@@ -301,11 +322,14 @@ steady native native
 # --- results -------------------------------------------------------------------------------------
 
 summary="$base/summary.md"
+targets="$base/targets.md"  # rows of bench/run.sh's summary against the targets
 psql_at ctl -At >"$summary" <<SQL
 CREATE TEMP TABLE runs (consumer text, round int, changes bigint, seconds float8);
 CREATE TEMP TABLE lags (consumer text, seconds float8);
+CREATE TEMP TABLE memory (phase text, round int, worker text, hwm_kb bigint, rss_kb bigint, anon_kb bigint);
 \copy runs FROM '$runs'
 \copy lags FROM '$lags'
+\copy memory FROM '$memory'
 CREATE TEMP VIEW med AS
   SELECT consumer, percentile_cont(0.5) WITHIN GROUP (ORDER BY changes / seconds) AS rate,
          min(changes / seconds) AS lo, max(changes / seconds) AS hi,
@@ -334,10 +358,40 @@ SELECT format('| %s | %s | %s | %s | %s |', label, count(*),
 FROM lags JOIN (VALUES (1, 'pgdog', 'pgdog_reshard stream 1 -> 2'), (2, 'native', 'native subscription 1 -> 1'))
        AS l(n, consumer, label) USING (consumer)
 GROUP BY n, label ORDER BY n;
+SELECT '';
+SELECT '| control node worker (backend type) | peak VmHWM MB: drains / steady load | peak RssAnon MB: drains / steady load |';
+SELECT '|---|---:|---:|';
+SELECT format('| pgdog_reshard %s | %s / %s | %s / %s |', worker,
+              coalesce(to_char(max(hwm_kb) FILTER (WHERE phase = 'drain') / 1024.0, 'FM9990.0'), '-'),
+              coalesce(to_char(max(hwm_kb) FILTER (WHERE phase = 'steady') / 1024.0, 'FM9990.0'), '-'),
+              coalesce(to_char(max(anon_kb) FILTER (WHERE phase = 'drain') / 1024.0, 'FM9990.0'), '-'),
+              coalesce(to_char(max(anon_kb) FILTER (WHERE phase = 'steady') / 1024.0, 'FM9990.0'), '-'))
+FROM memory GROUP BY worker ORDER BY worker;
+
+\o $targets
+SELECT format('| apply: pgdog_reshard stream 1->2 / native subscription 1->1, changes/s (medians) | %s (%s vs %s) | >= 1.00 | %s |',
+              to_char(p.rate / n.rate, 'FM990.00'), to_char(p.rate, 'FM999,999,990'), to_char(n.rate, 'FM999,999,990'),
+              CASE WHEN p.rate >= n.rate THEN 'yes' ELSE 'no' END)
+FROM med p, med n WHERE p.consumer = 'pgdog' AND n.consumer = 'native';
+-- Met when every sample is under the target, the max included.
+SELECT format('| apply: lag under pgbench -R $RATE, pgdog_reshard p99 / max | %s / %s s | < 1 s | %s |',
+              coalesce(to_char(p99, 'FM990.000'), '?'), coalesce(to_char(top, 'FM990.000'), '?'),
+              CASE WHEN top < 1 THEN 'yes' ELSE 'no' END)
+FROM (SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY seconds) AS p99, max(seconds) AS top
+      FROM lags WHERE consumer = 'pgdog') l;
+SELECT format('| apply: control node peak memory (VmHWM, any worker) | %s MB (%s) | < 256 MB | %s |',
+              coalesce(to_char(hwm_kb / 1024.0, 'FM9990.0'), '?'), coalesce('pgdog_reshard ' || worker, 'no worker sampled'),
+              CASE WHEN hwm_kb < 256 * 1024 THEN 'yes' ELSE 'no' END)
+FROM (VALUES (1)) AS one(x)
+LEFT JOIN (SELECT worker, hwm_kb FROM memory ORDER BY hwm_kb DESC LIMIT 1) m ON true;
+\o
 SQL
 
 echo
 cat "$summary"
+echo
+cat "$targets"
+summary_rows "$targets"
 echo
 
 command="bash bench/apply.sh"
@@ -347,6 +401,7 @@ for v in SCALE:10 TRANSACTIONS:130000 CLIENTS:4 REPEAT:3 RATE:1000 STEADY_SECOND
 done
 steady_tps=$(grep -E '^tps' "$base/steady-pgdog.out" | head -1 | sed 's/^tps = \([0-9.]*\).*/\1/')
 
+[ -n "$RESULTS" ] || RESULTS=$(mktemp --suffix=.md /tmp/RESULTS-apply.XXXXXX)
 cat >"$RESULTS" <<EOF
 # Apply benchmark: pgdog_reshard's stream (1 -> 2) against native logical replication (1 -> 1)
 
@@ -386,6 +441,15 @@ $(machine_lines)
   consumer live; every 250 ms, the lag is now minus the newest \`pgbench_history.mtime\` (the source's
   \`now()\` at the write) on the destination furthest behind. It includes up to 250 ms of sampling
   granularity and the source transaction's own duration.
+- Memory: \`/proc/<pid>/status\` of the control node's pgdog_reshard background workers (found in
+  \`pg_stat_activity\`; VmHWM and RssAnon read every 100 ms) from each \`reshard_replicate\` call to the
+  marker's arrival, and through the steady load. Per source shard, one \`pgdog_reshard stream\` worker
+  reads the slot and applies every change to the destination shards itself (a pipelined libpq session
+  per destination shard: no apply process of its own on the control node); the task's
+  \`pgdog_reshard task\` worker starts and watches it, and the \`pgdog_reshard launcher\` starts task
+  workers. In \`pg_stat_activity\` while it streamed: ${workers:-?}.
+  VmHWM counts the shared memory pages a process touched too (\`shared_buffers = 256MB\` here);
+  RssAnon is its private memory. The sampler's own reads take a little CPU during the drains.
 
 ## Results
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cutover benchmark: how long writes wait while pgdog_reshard cuts over (pause_ms) under a steady
 # write load through a real PgBouncer, cutover and rollback in turn. Not part of the test suite:
-# run it by hand, as root:
+# run by hand, as root, usually through bench/run.sh (`bash bench/run.sh`, or
+# `ONLY=cutover bash bench/run.sh`), which runs every benchmark and writes bench/RESULTS.md; alone:
 #
 #   bash bench/cutover.sh                               3 cutovers and 3 rollbacks at 500 writes/s
 #   CYCLES=1 RESULTS=/tmp/r.md bash bench/cutover.sh    a quick run
@@ -17,11 +18,15 @@
 #     every transaction's latency;
 #  3. CYCLES times: reshard_cutover(task), then reshard_cutover(its reverse task) (the rollback),
 #     each after WAIT seconds of load; pause_ms read from the reshard_cutover view.
-# Reports pause_ms per cutover, the slowest client transactions, and pgbench's failures (none
-# expected: writes only wait).
+# Reports pause_ms per cutover, the slowest client transactions, pgbench's failures (none
+# expected: writes only wait), and the peak memory per worker type of the control node's
+# pgdog_reshard workers, sampled from the start of the load to the last rollback (sample_memory in
+# lib.sh). With SUMMARY set, the rows of bench/run.sh's "summary against the targets" are appended to
+# that file: pause_ms, the control node's peak memory.
 #
-# Settings (environment): CYCLES (3), RATE (500), WAIT (5), CLIENTS (4), RESULTS
-# (bench/RESULTS-cutover.md), PGBIN (pg_config --bindir), KEEP=1 keeps the directories and logs.
+# Settings (environment): CYCLES (3), RATE (500), WAIT (5), CLIENTS (4), RESULTS (a new
+# /tmp/RESULTS-cutover.*.md: bench/run.sh gathers the results), SUMMARY (none), PGBIN
+# (pg_config --bindir), KEEP=1 keeps the directories and logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -30,7 +35,7 @@ CYCLES=${CYCLES:-3}
 RATE=${RATE:-500}
 WAIT=${WAIT:-5}
 CLIENTS=${CLIENTS:-4}
-RESULTS=${RESULTS:-$root/bench/RESULTS-cutover.md}
+RESULTS=${RESULTS:-}
 KEEP=${KEEP:-0}
 
 # shellcheck source=bench/lib.sh
@@ -123,6 +128,9 @@ INSERT INTO pings (id, client) VALUES (:id, :client_id) ON CONFLICT (id) DO NOTH
 SQL
 chown postgres "$base/insert.sql"
 duration=$((2 * CYCLES * (WAIT + 2) + WAIT))
+memory="$base/memory.tsv"  # phase, worker type, peak VmHWM kB, VmRSS kB, RssAnon kB
+: >"$memory"
+memory_start
 say "pgbench -R $RATE through PgBouncer for up to $duration s"
 (cd "$base" && runuser -u postgres -- "$PGBIN/pgbench" -n -f "$base/insert.sql" -c "$CLIENTS" -j 2 -R "$RATE" \
   -T "$duration" -l --log-prefix="$base/latency" -h 127.0.0.1 -p "$bouncer_port" -U postgres app \
@@ -147,9 +155,10 @@ for ((n = 1; n <= 2 * CYCLES; n++)); do
   wait_for "SELECT state = 'replicating' FROM reshard_status WHERE id = $reverse" 60 "reverse task $reverse replicating"
   current=$reverse
 done
+memory_stop "$memory" cutovers
 say "waiting for pgbench to finish its $duration s"
 wait "$pgbench_pid" || true
-bg_pids=("${bg_pids[0]}")
+bg_forget "$pgbench_pid"
 grep -E '^(number of (transactions|failed)|latency|tps)' "$base/pgbench.out" || true
 failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$base/pgbench.out")
 
@@ -159,9 +168,12 @@ cat "$base"/latency* | awk '{print $3}' | sort -n >"$base/latencies_us"
 samples=$(wc -l <"$base/latencies_us")
 p99=$(awk -v n="$samples" 'NR == int(n * 0.99) + 1 {print $1 / 1000; exit}' "$base/latencies_us")
 max=$(tail -n 1 "$base/latencies_us" | awk '{print $1 / 1000}')
+targets="$base/targets.md"  # rows of bench/run.sh's summary against the targets
 summary=$(psql_at ctl -At <<SQL
 CREATE TEMP TABLE c (n int, direction text, pause_ms float8);
+CREATE TEMP TABLE memory (phase text, worker text, hwm_kb bigint, rss_kb bigint, anon_kb bigint);
 \copy c FROM '$cutovers'
+\copy memory FROM '$memory'
 SELECT '| cutover | direction | pause_ms |';
 SELECT '|---:|---|---:|';
 SELECT format('| %s | %s | %s |', n, direction, pause_ms) FROM c ORDER BY n;
@@ -169,12 +181,36 @@ SELECT '';
 SELECT format('pause_ms: median **%s**, max %s over %s cutovers (target: under 500).',
               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY pause_ms)::numeric, 1), max(pause_ms), count(*))
 FROM c;
+SELECT '';
+SELECT '| control node worker (backend type) | peak VmHWM MB | peak RssAnon MB |';
+SELECT '|---|---:|---:|';
+SELECT format('| pgdog_reshard %s | %s | %s |', worker, to_char(max(hwm_kb) / 1024.0, 'FM9990.0'),
+              to_char(max(anon_kb) / 1024.0, 'FM9990.0'))
+FROM memory GROUP BY worker ORDER BY worker;
+
+\o $targets
+-- Met when every cutover's pause is under the target, the slowest included.
+SELECT format('| cutover: pause_ms median / max | %s / %s ms (%s cutovers) | < 500 ms | %s |',
+              coalesce(to_char(percentile_cont(0.5) WITHIN GROUP (ORDER BY pause_ms), 'FM99990.0'), '?'),
+              coalesce(to_char(max(pause_ms), 'FM99990.0'), '?'), count(*), CASE WHEN max(pause_ms) < 500 THEN 'yes' ELSE 'no' END)
+FROM c;
+SELECT format('| cutover: control node peak memory (VmHWM, any worker) | %s MB (%s) | < 256 MB | %s |',
+              coalesce(to_char(hwm_kb / 1024.0, 'FM9990.0'), '?'), coalesce('pgdog_reshard ' || worker, 'no worker sampled'),
+              CASE WHEN hwm_kb < 256 * 1024 THEN 'yes' ELSE 'no' END)
+FROM (VALUES (1)) AS one(x)
+LEFT JOIN (SELECT worker, hwm_kb FROM memory ORDER BY hwm_kb DESC LIMIT 1) m ON true;
+\o
 SQL
 )
 echo
 echo "$summary"
+echo
 echo "client transactions: $samples, p99 latency ${p99:-?} ms, max ${max:-?} ms, failed ${failed:-0}"
+echo
+cat "$targets"
+summary_rows "$targets"
 
+[ -n "$RESULTS" ] || RESULTS=$(mktemp --suffix=.md /tmp/RESULTS-cutover.XXXXXX)
 cat >"$RESULTS" <<EOF
 # Cutover benchmark: pause under a steady write load through PgBouncer
 
@@ -206,6 +242,11 @@ $(machine_lines)
   \`reshard_cutover\` view's: from PgBouncer's \`PAUSE\` returning (every server connection released)
   to \`RESUME\` sent; it covers the drain, the sequences, the reverse publication and slots, the hook,
   the configuration swap and \`RELOAD\`.
+- Memory: \`/proc/<pid>/status\` of the control node's pgdog_reshard background workers (found in
+  \`pg_stat_activity\`; VmHWM and RssAnon read every 100 ms) from the start of the load to the last
+  rollback's reverse task replicating. A cutover runs in the task's \`pgdog_reshard task\` worker; each
+  task streams through a \`pgdog_reshard stream\` worker per source shard. VmHWM counts the shared
+  memory pages a process touched too (\`shared_buffers = 128MB\` here); RssAnon is its private memory.
 
 ## Results
 

@@ -181,3 +181,42 @@ machine_lines() {
   echo "- $(nproc) CPUs ($cpu), $((mem_kb / 1024)) MiB of memory, Linux $(uname -r)"
   echo "- $(value src "SELECT version()")"
 }
+
+# Forgets background helpers that ended (or were waited for), so the exit trap does not kill
+# another process that took their pid since.
+bg_forget() {  # pid...
+  local -a kept=()
+  local p q keep
+  for p in "${bg_pids[@]}"; do
+    keep=1
+    for q in "$@"; do [ "$p" = "$q" ] && keep=0; done
+    ((keep)) && kept+=("$p")
+  done
+  bg_pids=("${kept[@]}")
+}
+
+# sample_memory in the background from memory_start to memory_stop, which appends its peaks to a
+# file, each line after the labels given (tab-separated): one sampler at a time.
+memory_start() {
+  memory_stop_file="$base/memory.stop"
+  memory_out="$base/memory.out"
+  rm -f "$memory_stop_file" "$memory_out"
+  sample_memory "$memory_stop_file" "$memory_out" &
+  memory_pid=$!
+  bg_pids+=("$memory_pid")
+}
+
+memory_stop() {  # file to append to, label...
+  local line prefix
+  touch "$memory_stop_file"
+  wait "$memory_pid" || true
+  bg_forget "$memory_pid"
+  prefix=$(IFS=$'\t'; echo "${*:2}")
+  while IFS= read -r line; do printf '%s\t%s\n' "$prefix" "$line"; done <"$memory_out" >>"$1"
+}
+
+# Rows of bench/run.sh's "summary against the targets" table, appended to $SUMMARY when it is set.
+summary_rows() {  # file of rows: | what | figure | target | met (yes/no) |
+  [ -n "${SUMMARY:-}" ] || return 0
+  cat "$1" >>"$SUMMARY"
+}
