@@ -62,10 +62,12 @@ constexpr int kAllShards = RowRouter::kAllShards;
 // identity's index, never by a sequential scan, as native logical replication does: the generic
 // plan of "WHERE key = $1" on a small table is a sequential scan, which reads every version of a
 // row the open batch updated again and again (a pgbench branch row: thousands), and the apply
-// slowed to half speed on it.
+// slowed to half speed on it. A table without an index (REPLICA IDENTITY FULL) is still scanned,
+// at a cost that now looks huge to the planner: no JIT, which would compile every such statement
+// (140 ms each), and is of no use for one row anyway.
 constexpr const char *kSessionSetup =
     "SET session_replication_role = replica; SET statement_timeout = 0; SET lock_timeout = 0; "
-    "SET synchronous_commit = on; SET enable_seqscan = off; "
+    "SET synchronous_commit = on; SET enable_seqscan = off; SET jit = off; "
     "SET idle_in_transaction_session_timeout = 0; SET DateStyle = ISO; "
     "SET IntervalStyle = postgres";
 

@@ -168,7 +168,9 @@ void copy_tables(const TaskRun &run, BackendTaskContext &ctx) {
     launch_all();
     int restarts = 0;
     for (;;) {
-      ctx.sleep_ms(500);
+      // Often enough that the last copy's end is seen at once (schema post waits for it); the
+      // look is one small catalog query.
+      ctx.sleep_ms(100);
       CopyCounts counts = in_transaction([&] { return table_copy_counts(run.task.id); });
       if (counts.failed > 0) {
         std::string why = in_transaction([&] { return table_copy_failure(run.task.id); }).value_or("a table copy failed");
