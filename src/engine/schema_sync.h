@@ -2,12 +2,13 @@
 //
 // The schema comes from the source with pg_dump --schema-only (the pg_dump of the source server's
 // major version), split into statements. `pre` (before the copy): schemas, extensions, types,
-// domains, sequences, functions, tables with their NOT NULL and inline CHECK constraints, partitions.
-// `post` (after the copy): primary keys, indexes, other constraints, foreign keys, replica identity,
-// triggers, rules, policies. Keys and indexes come after the data, as pg_restore does it: building
-// a B-tree once from the rows is cheaper than growing it row by row, much more so for keys that do
-// not arrive in order, and the stream, which needs the keys for its upserts, starts only after `post`. Statements run on every destination shard, shards in parallel;
-// re-running a phase is harmless (objects that already exist are skipped, not failed).
+// domains, sequences, functions, tables with their NOT NULL and inline CHECK constraints,
+// partitions. `post` (after the copy): primary keys, indexes, other constraints, foreign keys,
+// replica identity, triggers, rules, policies. Keys and indexes come after the data, as pg_restore
+// does it: building a B-tree once from the rows is cheaper than growing it row by row, much more so
+// for keys that do not arrive in order; the stream, which needs the keys for its upserts, starts
+// only after `post`. Statements run on every destination shard, shards in parallel; re-running a
+// phase is harmless (objects that already exist are skipped, not failed).
 #pragma once
 
 #include <string>
@@ -50,9 +51,9 @@ SchemaDump dump_schema(const ConnParams &source, TaskContext &ctx, const std::st
 // unit-tested; exposed for tests). kind/schema/name come from pg_dump's TOC comments. Everything
 // before the first post-data object (INDEX, CONSTRAINT, FK CONSTRAINT, TRIGGER, RULE, POLICY, ROW
 // SECURITY, ...) is pre, everything from it on is post; ALTER TABLE ... REPLICA IDENTITY goes to
-// post too (kind "REPLICA IDENTITY"), wherever pg_dump wrote it. Dropped: session settings (SET ..., RESET,
-// set_config: the applier sets what it needs itself), psql meta-commands (\restrict), comments,
-// and anything about publications or subscriptions.
+// post too (kind "REPLICA IDENTITY"), wherever pg_dump wrote it. Dropped: session settings (SET
+// ..., RESET, set_config: the applier sets what it needs itself), psql meta-commands (\restrict),
+// comments, and anything about publications or subscriptions.
 SchemaDump split_schema_dump(const std::string &script);
 
 // Cancelled: the statement was interrupted (the task was stopped, or another shard failed); it
