@@ -512,14 +512,18 @@ CREATE TEMP VIEW med AS
   SELECT method, percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS s, min(seconds) AS lo, max(seconds) AS hi,
          string_agg(to_char(seconds, 'FM9990.00'), ', ' ORDER BY rep) AS every
   FROM runs WHERE rep >= 1 GROUP BY method;
+-- A method's row of the timing tables, after its label.
+CREATE TEMP VIEW timing AS
+  SELECT method, format('%s | %s | %s | %s - %s | %s |', to_char(s, 'FM9990.00'),
+                        to_char(:rows / s, 'FM999,999,990'), to_char(:bytes / 1e6 / s, 'FM9990.0'),
+                        to_char(lo, 'FM9990.00'), to_char(hi, 'FM9990.00'), every) AS cells
+  FROM med;
 SELECT 'Time to the data and the primary keys in place on the destination(s), both tables:';
 SELECT '';
 SELECT '| method | median s | rows/s | MB/s | min - max s | every run (s) |';
 SELECT '|---|---:|---:|---:|---:|---|';
-SELECT format('| %s | %s | %s | %s | %s - %s | %s |', label, to_char(s, 'FM9990.00'),
-              to_char(:rows / s, 'FM999,999,990'), to_char(:bytes / 1e6 / s, 'FM9990.0'),
-              to_char(lo, 'FM9990.00'), to_char(hi, 'FM9990.00'), every)
-FROM med JOIN (VALUES
+SELECT format('| %s | %s', label, cells)
+FROM timing JOIN (VALUES
   (1, 'raw_1to1', 'raw pipes 1 -> 1 (pre-data; one psql COPY TO piped into psql COPY FROM per table, at once; post-data)'),
   (2, 'raw_split', 'raw split pipes 1 -> 2 (the same with one pipe per table and destination, half the rows each)'),
   (3, 'pgcopydb', 'pgcopydb clone 1 -> 1 (--table-jobs 2 --index-jobs 2)'),
@@ -534,10 +538,8 @@ SELECT 'pgdog_reshard, the copy alone (first table copy''s started_at to the las
 SELECT '';
 SELECT '| method | median s | rows/s | MB/s | min - max s | every run (s) |';
 SELECT '|---|---:|---:|---:|---:|---|';
-SELECT format('| %s | %s | %s | %s | %s - %s | %s |', label, to_char(s, 'FM9990.00'),
-              to_char(:rows / s, 'FM999,999,990'), to_char(:bytes / 1e6 / s, 'FM9990.0'),
-              to_char(lo, 'FM9990.00'), to_char(hi, 'FM9990.00'), every)
-FROM med JOIN (VALUES
+SELECT format('| %s | %s', label, cells)
+FROM timing JOIN (VALUES
   (1, 'pgdog_1to1_copy', 'pgdog_reshard 1 -> 1, copy'),
   (2, 'pgdog_1to2_copy', 'pgdog_reshard 1 -> 2, copy'),
   (3, 'pgdog_1to2_wall', 'pgdog_reshard 1 -> 2, call -> copied (+ pre-flight, schema sync pre, slot)'),
