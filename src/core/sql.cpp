@@ -34,4 +34,17 @@ std::string quote_ident_list(const std::vector<std::string> &names) {
   return out;
 }
 
+std::string text_array(const std::vector<std::string> &items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); i++) {
+    out += i ? ",\"" : "\"";
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 }  // namespace pgdog_reshard

@@ -17,5 +17,8 @@ std::string quote_qualified(std::string_view schema, std::string_view name);
 std::string quote_literal(std::string_view text);
 // "a", "b", "c"
 std::string quote_ident_list(const std::vector<std::string> &names);
+// A text[] literal, {"a","b"}, for a query parameter: every element double-quoted, with double
+// quotes and backslashes escaped.
+std::string text_array(const std::vector<std::string> &items);
 
 }  // namespace pgdog_reshard

@@ -28,12 +28,21 @@
 //   not say where the row was: the old row is looked for (deleted) on every other shard. Such
 //   tables cost M statements per UPDATE, and a round trip when unchanged TOASTed values must be
 //   fetched; the constructor logs a warning for them.
+// - Merged updates (ApplyTable::merge_updates): an UPDATE that keeps its row's identity and shard
+//   is held, its values copied, instead of sent; the next UPDATEs of the same row overwrite the
+//   values they carry (an unchanged TOASTed value keeps the held one). A held update is sent when
+//   any other change of its row comes (so each row's changes keep their order), when the held set
+//   outgrows kMaxHeldUpdates or kMaxHeldBytes (the least recently updated first), before a
+//   TRUNCATE, and at the end of the batch, in the batch's destination transaction. Only the
+//   relative order of changes to different rows moves, which only a second unique constraint or a
+//   destination trigger could notice: such tables are not merged.
 // - Any error ends the applier: every destination session is closed (its open transaction rolls
 //   back), and later calls throw 55000. The caller restarts from flushed().
 #include "engine/apply.h"
 
 #include <algorithm>
 #include <chrono>
+#include <list>
 #include <map>
 #include <optional>
 #include <string>
@@ -79,6 +88,11 @@ constexpr const char *kSourceSessionSetup =
 
 // Interrupts are looked at every this many changes; waits are interruptible anyway.
 constexpr uint64_t kCheckInterruptsEvery = 4096;
+
+// Bounds of the held updates (see the top of this file): enough rows that a hot row is still held
+// when its next update comes amid updates of many cold ones, and little memory.
+constexpr size_t kMaxHeldUpdates = 1024;
+constexpr size_t kMaxHeldBytes = 16u << 20;
 
 // Types without a btree equality operator (or whose "=" is not identity, like box's area
 // equality) compare by text form when a REPLICA IDENTITY FULL row is looked up: json, xml and the
@@ -185,6 +199,16 @@ struct Shard {
   bool has_transaction = false;    // the source transaction being received is below progress
 };
 
+// An UPDATE held back to be merged with the next ones of its row: its row's values, owned.
+struct HeldUpdate {
+  int table = 0;
+  int shard = 0;
+  std::string key;              // table, shard and identity values: the index's key
+  std::vector<Field> fields;    // per plan column; text views are rebuilt from `values` when sent
+  std::vector<std::string> values;
+  size_t bytes = 0;
+};
+
 // What the old shards of a key move held (see fetch_old_values).
 enum class OldRow {
   Found,      // the row, whose values fill the new row's missing ones
@@ -273,12 +297,21 @@ class ChangeApplier::Impl {
   void clear_rename_target(const TableState &t, int shard, const Row &row, const Row &key_row);
   void remove(const TableState &t, int shard, const Row &key_row);
   bool in_copy(const TableState &t) const;
+
+  // Held updates
+  bool mergeable(const TableState &t, bool renamed) const;
+  const std::string &held_key(const TableState &t, int shard, const Row &row);
+  void hold_update(const TableState &t, int shard, const Row &row);
+  void send_held(std::list<HeldUpdate>::iterator it);
+  void release_held(const TableState &t, const Row &row);
+  void release_all_held();
   void counted();
   bool dropped(Shard &shard);
 
   // Statements
   void shape_where(const TableState &t, const Row &key_row, Shape &shape) const;
   int statement(const TableState &t, Shape &shape);
+  int update_statement(const TableState &t, const Row &row, const Row &key_row, bool renamed);
   std::string build_sql(const TableState &t, const Shape &shape, std::vector<Param> &params) const;
   std::string where_sql(const TableState &t, const Shape &shape, std::vector<Param> &params) const;
   std::string identity_match(const TableState &t, bool from_key_row, std::vector<Param> &params) const;
@@ -312,8 +345,14 @@ class ChangeApplier::Impl {
   std::optional<Clock::time_point> batch_started_;
   std::optional<Error> failure_;
 
+  // Held updates, least recently updated first, and by key.
+  std::list<HeldUpdate> held_;
+  std::unordered_map<std::string, std::list<HeldUpdate>::iterator> held_by_key_;
+  size_t held_bytes_ = 0;
+
   // Scratch, reused by every change so that a steady stream allocates nothing.
-  Row new_row_, old_row_;
+  Row new_row_, old_row_, held_row_;
+  std::string key_;
   Shape shape_;
   Params params_;
   std::vector<int> previous_;
@@ -557,6 +596,7 @@ void ChangeApplier::Impl::on_insert(const Insert &insert) {
   TableState *t = table_for(insert.relation);
   if (!t) return;
   to_row(*rel_, insert.new_tuple, new_row_);
+  release_held(*t, new_row_);
   int shard = shard_of(*t, new_row_);
   for (size_t s = 0; s < shards_.size(); s++) {
     if (shard == kAllShards || shard == static_cast<int>(s)) upsert(*t, static_cast<int>(s), new_row_);
@@ -573,14 +613,27 @@ void ChangeApplier::Impl::on_update(const Update &update) {
   const Row &key_row = has_old ? old_row_ : new_row_;
   bool renamed = has_old && identity_differs(*t);
   int to = shard_of(*t, new_row_);
+  bool merge = mergeable(*t, renamed);
+  if (!merge) {
+    release_held(*t, key_row);
+    if (renamed) release_held(*t, new_row_);
+  }
   if (to == kAllShards) {
     for (size_t s = 0; s < shards_.size(); s++) {
-      this->update(*t, static_cast<int>(s), new_row_, key_row, renamed);
+      if (merge) {
+        hold_update(*t, static_cast<int>(s), new_row_);
+      } else {
+        this->update(*t, static_cast<int>(s), new_row_, key_row, renamed);
+      }
     }
   } else {
     previous_shards(*t, has_old, renamed, to);
     if (previous_.empty()) {
-      this->update(*t, to, new_row_, key_row, renamed);
+      if (merge) {
+        hold_update(*t, to, new_row_);
+      } else {
+        this->update(*t, to, new_row_, key_row, renamed);
+      }
     } else {
       move_row(*t, to, key_row);
     }
@@ -592,6 +645,7 @@ void ChangeApplier::Impl::on_delete(const Delete &del) {
   TableState *t = table_for(del.relation);
   if (!t) return;
   to_row(*rel_, del.old_tuple, old_row_, del.old_kind == 'K');
+  release_held(*t, old_row_);
   // Without the key in the old tuple the row may be on any shard: delete it wherever it is.
   int shard = t->key >= 0 && (t->full || t->key_in_identity) ? shard_of(*t, old_row_) : kAllShards;
   for (size_t s = 0; s < shards_.size(); s++) {
@@ -623,6 +677,7 @@ void ChangeApplier::Impl::on_truncate(const Truncate &truncate) {
     names.push_back(t.qualified);
   }
   if (names.empty()) return;
+  release_all_held();  // every row keeps its changes in order, the TRUNCATE among them
   std::string sql = "TRUNCATE ONLY ";
   for (size_t i = 0; i < names.size(); i++) sql += (i ? ", " : "") + names[i];
   if (truncate.restart_identity) sql += " RESTART IDENTITY";
@@ -786,6 +841,100 @@ void ChangeApplier::Impl::fill_missing(Result res, const std::vector<int> &retur
 }
 
 // ---------------------------------------------------------------------------------------------
+// Held updates (see the top of this file)
+
+// An UPDATE that keeps its row where it is, on a table whose rows cannot conflict with each other
+// but by identity. REPLICA IDENTITY FULL rows have no identity to merge by; a sharding key outside
+// the identity makes an update look for its row on every shard.
+bool ChangeApplier::Impl::mergeable(const TableState &t, bool renamed) const {
+  return t.def.merge_updates && !t.full && !renamed && (t.key < 0 || t.key_in_identity);
+}
+
+// Into key_: the held update's key of the row (its identity values) on the shard.
+const std::string &ChangeApplier::Impl::held_key(const TableState &t, int shard, const Row &row) {
+  key_.assign(std::to_string(&t - tables_.data()));
+  key_ += '/';
+  key_ += std::to_string(shard);
+  for (size_t c = 0; c < row.size(); c++) {
+    if (!t.identity[c]) continue;
+    const Field &field = row[c];
+    key_ += '/';
+    key_ += static_cast<char>(field.state);
+    key_ += field.binary ? 'b' : 't';
+    key_ += std::to_string(field.text.size());
+    key_ += ':';
+    key_.append(field.text);
+  }
+  return key_;
+}
+
+// Merges the update into the row's held one, or holds it, evicting (sending) the least recently
+// updated held rows while the set is over its bounds.
+void ChangeApplier::Impl::hold_update(const TableState &t, int shard, const Row &row) {
+  if (dropped(shards_[shard])) return;
+  sent_ = true;
+  const std::string &key = held_key(t, shard, row);
+  auto found = held_by_key_.find(key);
+  std::list<HeldUpdate>::iterator it;
+  if (found != held_by_key_.end()) {
+    it = found->second;
+    held_.splice(held_.end(), held_, it);
+    stats_.merged++;
+  } else {
+    HeldUpdate held;
+    held.table = static_cast<int>(&t - tables_.data());
+    held.shard = shard;
+    held.key = key;
+    held.fields.assign(row.size(), Field());
+    held.values.assign(row.size(), std::string());
+    it = held_.insert(held_.end(), std::move(held));
+    held_by_key_.emplace(it->key, it);
+  }
+  for (size_t c = 0; c < row.size(); c++) {
+    if (!row[c].sent()) continue;
+    held_bytes_ += row[c].text.size();
+    held_bytes_ -= it->values[c].size();
+    it->fields[c] = row[c];
+    it->values[c].assign(row[c].text);
+  }
+  while (held_.size() > kMaxHeldUpdates || (held_bytes_ > kMaxHeldBytes && held_.size() > 1)) {
+    send_held(held_.begin());
+  }
+}
+
+// Sends a held update in its shard's batch transaction, and forgets it. The shard lacks the source
+// transaction the update came from (or it would not have been held), so it lacks every later one.
+void ChangeApplier::Impl::send_held(std::list<HeldUpdate>::iterator it) {
+  const TableState &t = tables_[it->table];
+  held_row_ = it->fields;
+  for (size_t c = 0; c < held_row_.size(); c++) {
+    if (held_row_[c].state == Field::State::Value) held_row_[c].text = it->values[c];
+    held_bytes_ -= it->values[c].size();
+  }
+  int id = update_statement(t, held_row_, held_row_, false);
+  if (id >= 0) {
+    Shard &shard = shards_[it->shard];
+    begin(shard);
+    execute(shard, id, held_row_, held_row_, false);
+  }
+  held_by_key_.erase(it->key);
+  held_.erase(it);
+}
+
+// Sends the held updates of the row (by its identity), on every shard, before another change of it.
+void ChangeApplier::Impl::release_held(const TableState &t, const Row &row) {
+  if (held_.empty() || !t.def.merge_updates) return;
+  for (int s = 0; s < static_cast<int>(shards_.size()); s++) {
+    auto found = held_by_key_.find(held_key(t, s, row));
+    if (found != held_by_key_.end()) send_held(found->second);
+  }
+}
+
+void ChangeApplier::Impl::release_all_held() {
+  while (!held_.empty()) send_held(held_.begin());
+}
+
+// ---------------------------------------------------------------------------------------------
 // Statements per shape
 
 void ChangeApplier::Impl::upsert(const TableState &t, int shard, const Row &row) {
@@ -801,14 +950,21 @@ void ChangeApplier::Impl::upsert(const TableState &t, int shard, const Row &row)
 void ChangeApplier::Impl::update(const TableState &t, int shard, const Row &row,
                                  const Row &key_row, bool renamed) {
   if (renamed) clear_rename_target(t, shard, row, key_row);
+  int id = update_statement(t, row, key_row, renamed);
+  if (id >= 0) send(shard, id, row, key_row);
+}
+
+// The UPDATE's statement, or -1 when it sets nothing (only the identity, unchanged).
+int ChangeApplier::Impl::update_statement(const TableState &t, const Row &row, const Row &key_row,
+                                          bool renamed) {
   shape_.reset('U');
   for (size_t c = 0; c < row.size(); c++) {
     bool identity = t.identity[c] && !t.full;
     if (row[c].sent() && (!identity || renamed)) shape_.values.push_back(static_cast<int>(c));
   }
-  if (shape_.values.empty()) return;  // nothing but the identity, unchanged: nothing to do
+  if (shape_.values.empty()) return -1;
   shape_where(t, key_row, shape_);
-  send(shard, statement(t, shape_), row, key_row);
+  return statement(t, shape_);
 }
 
 // An UPDATE that changes the identity, replayed, finds both the row under its old identity (put
@@ -1030,6 +1186,7 @@ Lsn ChangeApplier::Impl::flush() {
                 "Their replication origin's progress says which source transactions they hold "
                 "whole; a replay would skip the rest of this one.");
   }
+  release_all_held();
   std::vector<Shard *> open = open_shards();
   if (!open.empty()) {
     std::vector<Pipeline::Ticket> synced, committed, syncs;
@@ -1124,6 +1281,9 @@ void ChangeApplier::Impl::fail() noexcept {
     shard.in_transaction = false;
   }
   source_.reset();
+  held_.clear();
+  held_by_key_.clear();
+  held_bytes_ = 0;
 }
 
 // ---------------------------------------------------------------------------------------------

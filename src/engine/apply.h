@@ -16,6 +16,9 @@
 //   origin's progress with its batch, and a source transaction a shard already committed sends it
 //   nothing: a replay after a crash is exactly-once per shard, REPLICA IDENTITY FULL inserts
 //   included.
+// - Repeated UPDATEs of one row inside a batch are merged and sent once, with the latest values
+//   (ApplyTable::merge_updates, for tables where that cannot change the outcome): a hot row, such
+//   as a counter, costs one statement per batch instead of one per change.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +38,12 @@ namespace pgdog_reshard {
 struct ApplyTable {
   TablePlan plan;  // columns, replica identity and sharding key (with its rule)
   Lsn watermark;   // transactions whose commit record starts before it are in the copy already
+  // Whether an UPDATE may be held back and merged with the next ones of the same row in the batch.
+  // Sending a row's update later than the changes of other rows that came after it is safe only
+  // when no other row can conflict with it: the replica identity's index is the table's only
+  // unique or exclusion constraint, and no destination trigger fires for it (ENABLE ALWAYS or
+  // REPLICA). The stream sets it from the source's catalog (replication_stream.cpp).
+  bool merge_updates = false;
 };
 
 struct ApplyOptions {
@@ -59,6 +68,7 @@ struct ApplyStats {
   uint64_t already_applied = 0;
   uint64_t transactions = 0;
   uint64_t batches = 0;
+  uint64_t merged = 0;  // UPDATEs merged into an earlier held one of the same row (counted applied)
 };
 
 class ChangeApplier : public PgOutputHandler {

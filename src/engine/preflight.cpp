@@ -711,20 +711,6 @@ std::vector<TablePlan> plan_tables(std::vector<Shard> &sources,
 // ---------------------------------------------------------------------------------------------
 // Destination tables
 
-// A text[] literal, {"a","b"}: every element double-quoted, with " and \ escaped.
-std::string text_array(const std::vector<std::string> &items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); i++) {
-    out += i ? ",\"" : "\"";
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
-
 // The plan's tables that exist on the shard, as indexes into plans.
 std::vector<size_t> present_tables(Shard &shard, const std::vector<TablePlan> &plans) {
   std::vector<std::string> names;

@@ -58,6 +58,23 @@ class CommitClock : public PgOutputHandler {
   PgOutputHandler &next_;
 };
 
+// The plan's tables (by 1-based position in $1, qualified names) whose repeated UPDATEs the apply
+// may merge (ApplyTable::merge_updates): a key identity (primary key or replica identity index)
+// that is the only unique or exclusion index, and no trigger that fires in a replica session. The
+// destinations' schema is the source's (schema sync).
+constexpr const char *kMergeableTablesSql = R"SQL(
+SELECT o.i
+FROM unnest($1::text[]) WITH ORDINALITY AS o(name, i)
+JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(o.name)
+WHERE c.relreplident IN ('d', 'i')
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x
+                  WHERE x.indrelid = c.oid AND (x.indisunique OR x.indisexclusion)
+                    AND NOT (c.relreplident = 'd' AND x.indisprimary)
+                    AND NOT (c.relreplident = 'i' AND x.indisreplident))
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                  WHERE g.tgrelid = c.oid AND g.tgenabled IN ('A', 'R'))
+)SQL";
+
 void set_option(ConnParams &params, const std::string &key, const std::string &value) {
   for (auto &option : params.options) {
     if (option.first == key) {
@@ -73,6 +90,7 @@ struct SourceFacts {
   // copy), and in formats every destination parses the same way.
   std::string encoding;
   bool binary = false;  // every published column's values can travel in binary
+  std::vector<ApplyTable> tables;  // the request's, with merge_updates set
 };
 
 SourceFacts source_facts(const StreamRequest &request, TaskContext &ctx) {
@@ -82,6 +100,13 @@ SourceFacts source_facts(const StreamRequest &request, TaskContext &ctx) {
   if (request.binary) {
     Result text_only = conn.exec_params(kTextOnlyColumnsSql, {request.publication});
     facts.binary = text_only.value(0, 0) == "0";
+  }
+  facts.tables = request.tables;
+  std::vector<std::string> names;
+  for (const ApplyTable &t : facts.tables) names.push_back(t.plan.qualified());
+  Result mergeable = conn.exec_params(kMergeableTablesSql, {text_array(names)});
+  for (int row = 0; row < mergeable.rows(); row++) {
+    facts.tables[std::stoul(std::string(mergeable.value(row, 0))) - 1].merge_updates = true;
   }
   return facts;
 }
@@ -114,7 +139,7 @@ class Stream {
         observer_(observer),
         ctx_(ctx),
         source_(source_facts(request, ctx)),
-        applier_(request.tables, in_encoding(request.destinations, source_.encoding), ctx,
+        applier_(source_.tables, in_encoding(request.destinations, source_.encoding), ctx,
                  in_encoding(request.apply, source_.encoding)),
         clock_(applier_) {
     applier_.set_start(request.start);

@@ -826,6 +826,108 @@ TEST_F(Apply, OmnishardedTableChangesReachEveryShard) {
   EXPECT_EQ(shard(1).value("SELECT label FROM omni WHERE code = 'c1'"), "changed");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Merged updates
+
+// The same changes applied with and without merging give the same rows, and the rows the changes
+// say: hot rows updated hundreds of times, an unchanged TOASTed value kept across merged updates,
+// a row deleted and inserted again between its updates, a row updated and then moved to another
+// shard (its held update must reach the old shard before the move takes the row from it), and a
+// table updated and then truncated.
+TEST_F(Apply, MergedUpdatesGiveTheRowsTheChangesSay) {
+  const std::string d1 = big_text(11), d2 = big_text(12);
+  int64_t moved_to = key_on(1 - shard_of(20), 5000);
+  auto play = [&](const std::string &suffix, bool merge) {
+    const std::string hot = "hot" + suffix, tr = "hot_tr" + suffix;
+    everywhere("CREATE TABLE " + hot + " (id bigint PRIMARY KEY, n bigint, v text, doc text);"
+               "CREATE TABLE " + tr + " (id bigint PRIMARY KEY, v text)");
+    ShardedTable rule = rule_for(hot, "id", DataType::Bigint);
+    ApplyTable hot_table = table_for(hot, {"id", "n", "v", "doc"}, {"id"}, &rule);
+    ApplyTable tr_table = table_for(tr, {"id", "v"}, {"id"});
+    hot_table.merge_updates = tr_table.merge_updates = merge;
+    auto a = applier({hot_table, tr_table});
+    Feed feed(*a);
+    feed.relation(1, hot, {{"id", kInt8, true}, {"n", kInt8}, {"v", kText}, {"doc", kText}});
+    feed.relation(2, tr, {{"id", kInt8, true}, {"v", kText}});
+    feed.txn(0x1000, [&] {
+      for (int i = 1; i <= 20; i++) feed.insert(1, {val(i), val(0), val("v0"), val(i <= 2 ? d1 : "d")});
+      for (int i = 1; i <= 5; i++) feed.insert(2, {val(i), val("old")});
+    });
+    feed.txn(0x2000, [&] {
+      for (int i = 1; i <= 200; i++) feed.update(1, {val(1 + i % 5), val(i), val("v" + std::to_string(i)), kUnchanged});
+      feed.update(1, {val(3), val(1000), val("w"), val("new doc")});
+      feed.update(1, {val(3), val(1001), val("w2"), kUnchanged});
+      feed.remove(1, {val(4), kNull, kNull, kNull});
+      feed.insert(1, {val(4), val(-4), val("back"), val("d4")});
+      feed.update(1, {val(4), val(44), val("again"), kUnchanged});
+      feed.update(1, {val(20), val(20), val("before the move"), val(d2)});
+      feed.update(1, {val(moved_to), val(21), val("moved"), kUnchanged}, 'K', {val(20), kNull, kNull, kNull});
+    });
+    feed.txn(0x3000, [&] {
+      feed.update(2, {val(5), val("updated")});
+      feed.truncate({2});
+      feed.insert(2, {val(5), val("fresh")});
+    });
+    a->flush();
+    EXPECT_EQ(total(hot), 20);
+    EXPECT_EQ(count(shard_of(1), hot, "id = 1 AND n = 200 AND v = 'v200' AND md5(doc) = md5('" + d1 + "')"), 1);
+    EXPECT_EQ(count(shard_of(2), hot, "id = 2 AND n = 196 AND v = 'v196' AND md5(doc) = md5('" + d1 + "')"), 1);
+    EXPECT_EQ(count(shard_of(3), hot, "id = 3 AND n = 1001 AND v = 'w2' AND doc = 'new doc'"), 1);
+    EXPECT_EQ(count(shard_of(4), hot, "id = 4 AND n = 44 AND v = 'again' AND doc = 'd4'"), 1);
+    EXPECT_EQ(count(0, hot, "id = 20") + count(1, hot, "id = 20"), 0);
+    EXPECT_EQ(count(shard_of(moved_to), hot,
+                    "id = " + std::to_string(moved_to) + " AND n = 21 AND v = 'moved' AND md5(doc) = md5('" + d2 + "')"),
+              1);
+    EXPECT_EQ(rows_of(0, tr), "(5,fresh)");
+    EXPECT_EQ(rows_of(1, tr), "(5,fresh)");
+    EXPECT_EQ(a->stats().applied, 20u + 5 + 207 + 3);
+    return std::make_pair(contents(hot) + contents(tr), a->stats().merged);
+  };
+  auto [merged_rows, merged] = play("_merged", true);
+  auto [plain_rows, plain_merged] = play("_plain", false);
+  EXPECT_EQ(plain_merged, 0u);
+  EXPECT_EQ(merged, 197u);  // 200 updates of 5 rows, and both later updates of row 3
+  EXPECT_TRUE(merged_rows == plain_rows) << "merged:\n" << merged_rows.substr(0, 2000) << "\nplain:\n" << plain_rows.substr(0, 2000);
+}
+
+// More rows than the held set keeps, and more bytes: the least recently updated are sent as the set
+// overflows, a row updated all along stays held and merged, and every row ends right.
+TEST_F(Apply, UpdatesOverflowingTheHeldSetAllArrive) {
+  everywhere("CREATE TABLE held_many (id bigint PRIMARY KEY, n bigint, doc text)");
+  ShardedTable rule = rule_for("held_many", "id", DataType::Bigint);
+  ApplyTable table = table_for("held_many", {"id", "n", "doc"}, {"id"}, &rule);
+  table.merge_updates = true;
+  auto a = applier({table});
+  Feed feed(*a);
+  feed.relation(1, "held_many", {{"id", kInt8, true}, {"n", kInt8}, {"doc", kText}});
+  feed.txn(0x1000, [&] {
+    for (int i = 1; i <= 3000; i++) feed.insert(1, {val(i), val(0), val("d")});
+  });
+  a->flush();
+  feed.txn(0x2000, [&] {
+    for (int round = 1; round <= 2; round++) {
+      for (int i = 2; i <= 3000; i++) {
+        feed.update(1, {val(i), val(round), kUnchanged});
+        feed.update(1, {val(1), val(round * 10000 + i), kUnchanged});
+      }
+    }
+    // 100 values of 200 kB: more than the held set's bytes.
+    for (int i = 1; i <= 100; i++) feed.update(1, {val(i), val(7), val(big_text(100 + i))});
+  });
+  a->flush();
+  EXPECT_EQ(total("held_many"), 3000);
+  EXPECT_EQ(count(0, "held_many", "n <> CASE WHEN id <= 100 THEN 7 ELSE 2 END") +
+                count(1, "held_many", "n <> CASE WHEN id <= 100 THEN 7 ELSE 2 END"),
+            0);
+  for (int i : {1, 50, 100}) {
+    EXPECT_EQ(count(shard_of(i), "held_many", "id = " + std::to_string(i) + " AND md5(doc) = md5('" + big_text(100 + i) + "')"), 1) << i;
+  }
+  EXPECT_EQ(count(0, "held_many", "id > 100 AND doc <> 'd'") + count(1, "held_many", "id > 100 AND doc <> 'd'"), 0);
+  // Row 1's updates merge (about 6,000); the cold rows' second updates come too late to.
+  EXPECT_GT(a->stats().merged, 5900u);
+  EXPECT_LT(a->stats().merged, 6200u);
+}
+
 // The watermark is the copy slot's consistent point: the end of the WAL record that made its
 // snapshot consistent. A transaction whose commit record starts before it is in the copy; one whose
 // commit record starts exactly there (the next record in the WAL, often a commit under load) is

@@ -226,5 +226,54 @@ TEST_F(Replicate, GivenSlotIsReusedWithTheChangesSinceItWasCreated) {
   stop(task);
 }
 
+// Hot rows: the stream merges a row's repeated UPDATEs within a batch (one statement per row per
+// batch on the destination), on tables whose only unique index is the primary key. A table with a
+// second unique key is not merged: its rows swap emails through a third value in one transaction,
+// which only works applied in the source's order. Both end equal to the source.
+TEST_F(Replicate, HotRowsMergeAndASecondUniqueKeyKeepsItsOrder) {
+  source_->exec("CREATE TABLE counters (id bigint PRIMARY KEY, n bigint, note text);"
+                "CREATE TABLE logins (id bigint PRIMARY KEY, email text UNIQUE)");
+  schema_pre_and_post();
+  std::string task = control_->value("SELECT reshard_replicate('prod', 'prod_new', 'pgdog')");
+  ASSERT_TRUE(wait_state(task, "replicating")) << state(task) << control_->log();
+
+  source_->exec("INSERT INTO counters SELECT g, 0, 'c' FROM generate_series(1, 10) g;"
+                "INSERT INTO logins VALUES (1, 'x'), (2, 'y')");
+  source_->exec(R"sql(DO $$ BEGIN
+    FOR i IN 1..300 LOOP
+      UPDATE counters SET n = n + 1 WHERE id = 1 + i % 3;
+      UPDATE logins SET email = 'swapping' WHERE id = 1;
+      UPDATE logins SET email = CASE WHEN i % 2 = 1 THEN 'x' ELSE 'y' END WHERE id = 2;
+      UPDATE logins SET email = CASE WHEN i % 2 = 1 THEN 'y' ELSE 'x' END WHERE id = 1;
+    END LOOP;
+  END $$)sql");
+  std::string small;
+  for (int i = 1; i <= 50; i++) {
+    small += "BEGIN; UPDATE counters SET n = n + 10 WHERE id = 5; DELETE FROM counters WHERE id = 6;"
+             "INSERT INTO counters VALUES (6, " + std::to_string(i) + ", 'again'); COMMIT;";
+  }
+  source_->exec(small);
+  ASSERT_TRUE(wait_caught_up(task)) << state(task) << control_->log();
+  expect_streamed(Checked{"counters", "", ""}, "true");
+  expect_streamed(Checked{"logins", "", ""}, "true");
+  EXPECT_EQ(source_->value("SELECT string_agg(id || email, ',' ORDER BY id) FROM logins"), "1x,2y");
+
+  // The destination sessions' statistics arrive a moment after their commits. logins took every one
+  // of its 900 updates; counters far fewer than the source's 350.
+  auto updates = [&](size_t shard, const char *table) {
+    return std::stoll(dests_[shard]->value(std::string("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = '") +
+                                           table + "'"));
+  };
+  for (size_t i = 0; i < dests_.size(); i++) {
+    EXPECT_TRUE(wait_until([&] { return updates(i, "logins") >= 900; }, 20000)) << "shard " << i;
+    EXPECT_EQ(updates(i, "logins"), 900) << "shard " << i;
+    EXPECT_LE(updates(i, "counters"), 100) << "shard " << i << ": the counters' updates were not merged";
+  }
+  EXPECT_TRUE(wait_until([&] {
+    return source_->value("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'counters'") == "350";
+  })) << "the source's counters took 350 updates";
+  stop(task);
+}
+
 }  // namespace
 }  // namespace pgdog_reshard::test
