@@ -25,6 +25,8 @@
 #     the first marker's arrival (applying only), and from the start (pgdog_reshard's pre-flight and
 #     worker start, native's worker start, included). After each round, every table on
 #     the destinations is compared with the source (an order-independent checksum of all rows).
+#     One more round follows with pgbench's simple-update script (2 changes a transaction, no hot
+#     rows), reported apart: the target workload's hot rows let the stream merge updates.
 #  3. Steady load: pgbench -R RATE for STEADY_SECONDS with one consumer live at a time; every
 #     250 ms the lag is the age of the newest pgbench_history row (mtime, set by the source's
 #     now()) on the destination that is furthest behind.
@@ -194,26 +196,27 @@ check_content() {
 
 # --- drain a backlog -----------------------------------------------------------------------------
 
-runs="$base/runs.tsv"      # consumer, round, changes, seconds
+runs="$base/runs.tsv"      # consumer, round, workload, changes, seconds from the start, seconds applying
 memory="$base/memory.tsv"  # phase (drain, steady), round, worker type, peak VmHWM kB, VmRSS kB, RssAnon kB
 : >"$runs"
 : >"$memory"
 
-backlog() {  # round
+backlog() {  # round, pgbench built-in script (tpcb-like: 4 changes a transaction; simple-update: 2)
   local out tx
+  workload=$2
   value src "SELECT pg_create_logical_replication_slot('pgdog_bench', 'pgoutput')" >/dev/null
   psql_at native -c "ALTER SUBSCRIPTION native DISABLE"
-  say "  backlog: $TRANSACTIONS pgbench transactions on $CLIENTS clients, both consumers off"
+  say "  backlog: $TRANSACTIONS pgbench $workload transactions on $CLIENTS clients, both consumers off"
   # A first marker (id -round) opens the backlog: from its arrival to the last one's, a consumer
   # only applies; before it, it starts (pre-flight, workers, connections).
   value src "INSERT INTO bench_marker VALUES (-$1, NULL)" >/dev/null
-  out=$(as_pg "$PGBIN/pgbench" -n -c "$CLIENTS" -j 2 -t $((TRANSACTIONS / CLIENTS)) \
+  out=$(as_pg "$PGBIN/pgbench" -n -b "$workload" -c "$CLIENTS" -j 2 -t $((TRANSACTIONS / CLIENTS)) \
           -h 127.0.0.1 -p "${port[src]}" -U postgres postgres 2>&1) || die "pgbench failed: $out"
   tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
   [ "$tx" = "$TRANSACTIONS" ] || die "pgbench processed '$tx' transactions, expected $TRANSACTIONS: $out"
   say "  $(grep -E '^tps' <<<"$out" | head -1)"
   value src "INSERT INTO bench_marker VALUES ($1, NULL)" >/dev/null
-  changes=$((4 * TRANSACTIONS + 2))
+  if [ "$workload" = tpcb-like ]; then changes=$((4 * TRANSACTIONS + 2)); else changes=$((2 * TRANSACTIONS + 2)); fi
   say "  $changes changes, $(value src "SELECT pg_size_pretty(pg_current_wal_lsn() - restart_lsn) FROM pg_replication_slots WHERE slot_name = 'pgdog_bench'") of WAL"
 }
 
@@ -254,14 +257,22 @@ drain_native() {  # round
 # marker to the last (applying only: the changes between the markers over that time).
 record_drain() {  # consumer, round, started us, first marker us, last marker us, label
   local all=$(seconds $(($5 - $3))) applying=$(seconds $(($5 - $4)))
-  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$changes" "$all" "$applying" >>"$runs"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$workload" "$changes" "$all" "$applying" >>"$runs"
   say "  $6: $all s, $(value ctl "SELECT round($changes / $all)") changes/s from the start; $(value ctl "SELECT round(($changes - 1) / $applying)") changes/s applying"
 }
 
 pgdog_task=""
-for ((round = 1; round <= REPEAT; round++)); do
-  say "round $round of $REPEAT"
-  backlog "$round"
+# The rounds of the target workload, then one of pgbench's simple-update (an UPDATE of a random
+# account and an INSERT per transaction): no hot rows, so nothing for the stream's merging of a
+# row's repeated updates to fold; it shows what the per-change apply alone does.
+for ((round = 1; round <= REPEAT + 1; round++)); do
+  if ((round <= REPEAT)); then
+    say "round $round of $REPEAT"
+    backlog "$round" tpcb-like
+  else
+    say "one more round, without hot rows"
+    backlog "$round" simple-update
+  fi
   if ((round % 2)); then drain_pgdog "$round"; drain_native "$round"; else drain_native "$round"; drain_pgdog "$round"; fi
   check_content
   say "  content checked: prod_2x and the native subscriber equal the source"
@@ -334,19 +345,21 @@ steady native native
 summary="$base/summary.md"
 targets="$base/targets.md"  # rows of bench/run.sh's summary against the targets
 psql_at ctl -At >"$summary" <<SQL
-CREATE TEMP TABLE runs (consumer text, round int, changes bigint, seconds float8, applying float8);
+CREATE TEMP TABLE runs (consumer text, round int, workload text, changes bigint, seconds float8, applying float8);
 CREATE TEMP TABLE lags (consumer text, seconds float8);
 CREATE TEMP TABLE memory (phase text, round int, worker text, hwm_kb bigint, rss_kb bigint, anon_kb bigint);
 \copy runs FROM '$runs'
 \copy lags FROM '$lags'
 \copy memory FROM '$memory'
-CREATE TEMP VIEW med AS
-  SELECT consumer, percentile_cont(0.5) WITHIN GROUP (ORDER BY changes / seconds) AS rate,
+CREATE TEMP VIEW med_all AS
+  SELECT consumer, workload, percentile_cont(0.5) WITHIN GROUP (ORDER BY changes / seconds) AS rate,
          percentile_cont(0.5) WITHIN GROUP (ORDER BY (changes - 1) / applying) AS arate,
          min((changes - 1) / applying) AS lo, max((changes - 1) / applying) AS hi,
          string_agg(to_char((changes - 1) / applying, 'FM999,999,990'), ', ' ORDER BY round) AS every,
          percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS s
-  FROM runs GROUP BY consumer;
+  FROM runs GROUP BY consumer, workload;
+CREATE TEMP VIEW med AS SELECT * FROM med_all WHERE workload = 'tpcb-like';
+CREATE TEMP VIEW cold AS SELECT * FROM med_all WHERE workload = 'simple-update';
 SELECT '| consumer | median changes/s applying | min - max | every round | median changes/s from the start | median s from the start |';
 SELECT '|---|---:|---:|---|---:|---:|';
 SELECT format('| %s | %s | %s - %s | %s | %s | %s |', label, to_char(arate, 'FM999,999,990'),
@@ -362,6 +375,14 @@ SELECT format('Ratio (pgdog_reshard changes/s / native changes/s, medians): **%s
               'pre-flight and worker start, and native''s worker start, count too)',
               to_char(p.arate / n.arate, 'FM990.00'), to_char(p.rate / n.rate, 'FM990.00'))
 FROM med p, med n WHERE p.consumer = 'pgdog' AND n.consumer = 'native';
+SELECT '';
+SELECT format('Without hot rows (one round of pgbench simple-update: %s changes, an UPDATE of a random account '
+              'and an INSERT per transaction): pgdog_reshard %s changes/s applying, native %s: **%s** '
+              '(from the start: %s)', to_char(r.changes, 'FM999,999,990'), to_char(p.arate, 'FM999,999,990'),
+              to_char(n.arate, 'FM999,999,990'), to_char(p.arate / n.arate, 'FM990.00'),
+              to_char(p.rate / n.rate, 'FM990.00'))
+FROM cold p, cold n, (SELECT max(changes) AS changes FROM runs WHERE workload = 'simple-update') r
+WHERE p.consumer = 'pgdog' AND n.consumer = 'native';
 SELECT '';
 SELECT '| consumer under pgbench -R $RATE | samples | median lag s | p99 lag s | max lag s |';
 SELECT '|---|---:|---:|---:|---:|';
@@ -391,6 +412,9 @@ SELECT format('| apply: the same from the start (pre-flight and worker start inc
               to_char(p.rate / n.rate, 'FM990.00'), to_char(p.rate, 'FM999,999,990'), to_char(n.rate, 'FM999,999,990'),
               CASE WHEN p.rate >= n.rate THEN 'yes' ELSE 'no' END)
 FROM med p, med n WHERE p.consumer = 'pgdog' AND n.consumer = 'native';
+SELECT format('| apply without hot rows (pgbench simple-update, one round), changes/s applying | %s (%s vs %s) | none: shows the apply without merging''s help | - |',
+              to_char(p.arate / n.arate, 'FM990.00'), to_char(p.arate, 'FM999,999,990'), to_char(n.arate, 'FM999,999,990'))
+FROM cold p, cold n WHERE p.consumer = 'pgdog' AND n.consumer = 'native';
 -- Met when every sample is under the target, the max included.
 SELECT format('| apply: lag under pgbench -R $RATE, pgdog_reshard p99 / max | %s / %s s | < 1 s | %s |',
               coalesce(to_char(p99, 'FM990.000'), '?'), coalesce(to_char(top, 'FM990.000'), '?'),
@@ -450,7 +474,8 @@ $(machine_lines)
 - Backlog, per round: $TRANSACTIONS transactions of pgbench's built-in TPC-B-like script on $CLIENTS clients
   (3 UPDATEs and 1 INSERT each: $((4 * TRANSACTIONS)) changes) between two marker rows, written while
   both consumers are off. Each consumer then starts and drains it alone (the order alternates
-  between rounds). Two times end at the last marker's arrival, stamped by an \`ENABLE ALWAYS\`
+  between rounds), then one more round of pgbench's simple-update script (an UPDATE of a random
+  account and an INSERT: $((2 * TRANSACTIONS)) changes, no hot rows). Two times end at the last marker's arrival, stamped by an \`ENABLE ALWAYS\`
   trigger on the destination: *applying* starts at the first marker's arrival; *from the start*
   starts at the call (\`reshard_replicate(..., slot)\`, with its pre-flight and worker start;
   \`ALTER SUBSCRIPTION ... ENABLE\`). After each round the destinations are compared with
@@ -480,14 +505,19 @@ All servers, pgbench and the consumers share the same $(nproc) CPUs, so a drain 
 time each consumer spends per change, not by the network or the disks (loopback, \`fsync = off\`).
 Both read the same WAL through a WAL sender on the source, which decodes it (about a third of the
 CPU). The native apply worker then changes the heap and its indexes directly, one source transaction
-per local transaction. pgdog_reshard routes each change in its stream worker and sends it, pipelined,
-as a prepared statement (an upsert, an UPDATE or a DELETE by the replica identity) to the destination
-shard, many source transactions per destination transaction: each statement pays the executor's
-start-up, which is most of the difference per change, but two shards apply in parallel. Rows are
-found by their key's index (\`enable_seqscan = off\` in the apply sessions): before, the generic plan of
-a key lookup on pgbench's 10-row branches table was a sequential scan over every version the open
-batch had made of the row, and the apply ran at half speed. The "from the start" figures also count
-\`reshard_replicate\`'s pre-flight (it connects to every server) and the start of its task and stream
-workers, once per task.
+per local transaction, so one commit per pgbench transaction. pgdog_reshard routes each change in its
+stream worker and sends it, pipelined, as a prepared statement (an upsert, an UPDATE or a DELETE by the
+replica identity) to the destination shard, many source transactions per destination transaction:
+each statement pays the executor's start-up, but there are far fewer commits and two shards apply in
+parallel. In the TPC-B-like rounds each transaction also updates one of $SCALE branches and one of
+$((10 * SCALE)) tellers: within a batch (2,000 changes, 500 transactions) those rows are updated again and
+again, and pgdog_reshard merges a row's updates into one statement with the latest values (its tables
+have no unique index but their primary key), so a batch sends about 1,100 statements instead of 2,000;
+native applies every one of them. The simple-update round has no hot rows: nothing is merged there,
+and its figure is the per-change apply's alone. Rows are found by their key's index
+(\`enable_seqscan = off\` in the apply sessions): before, the generic plan of a key lookup on pgbench's
+small branches table was a sequential scan over every version the open batch had made of the row,
+and the apply ran at half speed. The "from the start" figures also count \`reshard_replicate\`'s
+pre-flight (it connects to every server) and the start of its task and stream workers, once per task.
 EOF
 say "results written to $RESULTS"

@@ -206,7 +206,6 @@ struct HeldUpdate {
   std::string key;              // table, shard and identity values: the index's key
   std::vector<Field> fields;    // per plan column; text views are rebuilt from `values` when sent
   std::vector<std::string> values;
-  size_t bytes = 0;
 };
 
 // What the old shards of a key move held (see fetch_old_values).

@@ -4,6 +4,7 @@
 // Every phase is idempotent, so a task restarted after a crash or a server restart runs them again
 // and skips what is done; one that was already streaming goes straight back to streaming.
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "engine/apply_origin.h"
@@ -85,6 +86,11 @@ class SchemaEventQueue : public SchemaSyncObserver {
 struct TaskRun {
   TaskRow task;
   Config config;
+  // The source's schema, dumped once per run: a copy's post-data comes from the same dump as its
+  // pre-data (objects created on the source during the copy are not the reshard's to create, and
+  // could name tables pre-data never made), and costs no second pg_dump. A worker restarted
+  // between the two dumps again.
+  mutable std::optional<SchemaDump> dump;
 };
 
 void log_task(int64_t task, const std::string &message) {
@@ -98,8 +104,8 @@ void set_phase(const TaskRun &run, const char *state, const char *phase) {
 
 std::vector<SchemaStatement> phase_statements(const TaskRun &run, SchemaPhase phase, TaskContext &ctx) {
   if (phase == SchemaPhase::Cutover) return sequence_statements(primaries(run.config, run.task.source), ctx);
-  SchemaDump dump = dump_schema(connection_params(run.config.primary(run.task.source, 0)), ctx);
-  return phase == SchemaPhase::Pre ? dump.pre : dump.post;
+  if (!run.dump) run.dump = dump_schema(connection_params(run.config.primary(run.task.source, 0)), ctx);
+  return phase == SchemaPhase::Pre ? run.dump->pre : run.dump->post;
 }
 
 // Runs a schema phase's statements on the destination, recording each in the catalog.
