@@ -175,6 +175,9 @@ for section in pre-data post-data; do
 done
 ! grep -q 'PRIMARY KEY' "$base/pre-data.sql" || die "pg_dump --section=pre-data has a primary key"
 [ "$(grep -c 'PRIMARY KEY' "$base/post-data.sql")" = 2 ] || die "pg_dump --section=post-data does not have the 2 primary keys"
+# The keys are built with the sort memory pgdog_reshard's schema sync gives its sessions (256MB, over
+# the server default of 64MB, which spills a 1.5-million-row key's sort to disk): the same build.
+sed -i "1i SET maintenance_work_mem = '256MB';" "$base/post-data.sql"
 
 # The two-shard source, not timed: every table's rows split by id % 2 with binary COPY pipes, the
 # primary keys built after, a publication on each shard.
@@ -661,7 +664,8 @@ $machine
     primary key), then one \`psql -c "COPY t TO STDOUT (FORMAT binary)" | psql -c "COPY t FROM STDIN
     (FORMAT binary)"\` per table at once (split: per table and destination, \`WHERE id % 2 = 0 / 1\`,
     four at once), then \`psql -f\` of \`--section=post-data\` (the two \`ADD PRIMARY KEY\`s, one after
-    the other; split: on both destinations at once). This is what pg_restore does, and what
+    the other; split: on both destinations at once), with \`maintenance_work_mem = 256MB\` as
+    pgdog_reshard's schema sync sets it. This is what pg_restore does, and what
     pgdog_reshard's schema sync is meant to do: primary keys in its \`post\` phase, after the data
     ($pk_note).
   - pgcopydb: \`pgcopydb clone --filters <[include-only-table] orders, documents> --table-jobs 2
