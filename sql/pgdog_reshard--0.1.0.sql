@@ -71,6 +71,8 @@ CREATE TABLE pgdog_reshard.table_copies (
   bytes bigint NOT NULL DEFAULT 0,
   estimated_bytes bigint NOT NULL DEFAULT 0,
   watermark pg_lsn,                      -- changes at or below it are in the copy already (NULL: none are)
+  source_host text,                      -- the server the copy reads (read) from: the primary or a replica
+  source_port integer,
   worker_pid integer,
   started_at timestamptz,
   updated_at timestamptz,
@@ -116,6 +118,23 @@ CREATE TABLE pgdog_reshard.replication_slots (
   PRIMARY KEY (task_id, source_shard, slot_name)
 );
 REVOKE ALL ON pgdog_reshard.replication_slots FROM PUBLIC;
+
+-- The replicas a task's copies may read from (pgdog.toml's resharding_only or replica entries),
+-- as pre-flight found them: 'usable', 'left out' (with the problem), or 'lost' during the copy.
+CREATE TABLE pgdog_reshard.copy_replicas (
+  task_id bigint NOT NULL REFERENCES pgdog_reshard.tasks (id) ON DELETE CASCADE,
+  source_shard integer NOT NULL,
+  replica integer NOT NULL,              -- its position among the shard's copy replicas in the config
+  host text NOT NULL,
+  port integer NOT NULL,
+  database_name text NOT NULL,
+  state text NOT NULL CHECK (state IN ('usable', 'left out', 'lost')),
+  problem text,
+  checked_at timestamptz NOT NULL DEFAULT now(),
+  lost_at timestamptz,
+  PRIMARY KEY (task_id, source_shard, replica)
+);
+REVOKE ALL ON pgdog_reshard.copy_replicas FROM PUBLIC;
 
 -- Every publication a task created (the reverse replication's, on the new cluster's shards).
 CREATE TABLE pgdog_reshard.publications (
@@ -411,7 +430,8 @@ CREATE VIEW @extschema@.reshard_table_copies AS
          make_interval(secs => e.seconds) AS elapsed,
          CASE WHEN c.state = 'running' AND c.bytes > 0 AND c.estimated_bytes > c.bytes
               THEN make_interval(secs => e.seconds * (c.estimated_bytes - c.bytes) / c.bytes) END AS eta,
-         c.estimated_bytes, c.attempts, c.watermark, c.started_at, c.finished_at, c.error
+         c.estimated_bytes, c.attempts, c.watermark, c.started_at, c.finished_at, c.error,
+         c.source_host, c.source_port
   FROM pgdog_reshard.table_copies c
   CROSS JOIN LATERAL (SELECT extract(epoch FROM coalesce(c.finished_at, CASE WHEN c.state = 'running' THEN now() END)
                                      - c.started_at)::float8 AS seconds) e;
@@ -422,12 +442,18 @@ CREATE VIEW @extschema@.reshard_schema_sync AS
          coalesce(finished_at, now()) - started_at AS elapsed, statement, error
   FROM pgdog_reshard.schema_statements;
 
--- The permanent replication slots tasks created on the source shards.
+-- The replication slots tasks created on the source shards: the streams' permanent ones, and each
+-- table copy's temporary one on the server it reads (a replica's host shows which copies read there).
 CREATE VIEW @extschema@.reshard_replication_slots AS
   SELECT task_id, source_shard, host, port, database_name, slot_name AS slot, lsn, confirmed_lsn,
          greatest(0, source_lsn - coalesce(confirmed_lsn, lsn))::bigint AS lag_bytes, temporary, created_at,
          dropped_at, last_commit_at
   FROM pgdog_reshard.replication_slots;
+
+-- The replicas copies may read from, per task and source shard, and why any was left out or lost.
+CREATE VIEW @extschema@.reshard_copy_replicas AS
+  SELECT task_id, source_shard, host, port, database_name, state, problem, checked_at, lost_at
+  FROM pgdog_reshard.copy_replicas;
 
 -- Sharding -----------------------------------------------------------------------------------------
 
@@ -467,7 +493,8 @@ REVOKE ALL ON FUNCTION @extschema@.reshard_cutover(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reshard_verify(text, text, text) FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
-  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover, @extschema@.reshard_verify_results FROM PUBLIC;
+  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover, @extschema@.reshard_verify_results,
+  @extschema@.reshard_copy_replicas FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_databases FROM PUBLIC;
 REVOKE ALL ON @extschema@.reshard_sharded_tables FROM PUBLIC;
 
@@ -488,7 +515,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover(bigint) TO pgdog_reshard_a
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_cutover_ack(bigint, text) TO pgdog_reshard_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.reshard_verify(text, text, text) TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_status, @extschema@.reshard_table_copies, @extschema@.reshard_schema_sync,
-  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover, @extschema@.reshard_verify_results
-  TO pgdog_reshard_admin;
+  @extschema@.reshard_replication_slots, @extschema@.reshard_cutover, @extschema@.reshard_verify_results,
+  @extschema@.reshard_copy_replicas TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_databases TO pgdog_reshard_admin;
 GRANT SELECT ON @extschema@.reshard_sharded_tables TO pgdog_reshard_admin;

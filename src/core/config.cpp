@@ -722,6 +722,17 @@ const Database &Config::primary(std::string_view cluster, int shard) const {
               "database " + quote(cluster) + " has no primary for shard " + std::to_string(shard));
 }
 
+std::vector<const Database *> Config::copy_replicas(std::string_view cluster, int shard) const {
+  const Database *main = &primary(cluster, shard);
+  std::vector<const Database *> marked, replicas;
+  for (const Database &db : databases) {
+    if (db.name != cluster || db.shard != shard || &db == main) continue;
+    if (db.resharding_only) marked.push_back(&db);
+    if (db.role == Role::Replica) replicas.push_back(&db);
+  }
+  return marked.empty() ? replicas : marked;
+}
+
 std::vector<const ShardedTable *> Config::rules_for(std::string_view cluster) const {
   std::vector<const ShardedTable *> out;
   for (const ShardedTable &rule : sharded_tables) {

@@ -62,6 +62,9 @@ struct Config {
   int shard_count(std::string_view cluster) const;
   // The primary entry of one shard of a cluster; throws Error(42704) if there is none.
   const Database &primary(std::string_view cluster, int shard) const;
+  // The replicas a shard's table copies read from: its entries marked resharding_only = true or,
+  // if it has none, its role = "replica" entries; never its primary. Empty: the primary serves.
+  std::vector<const Database *> copy_replicas(std::string_view cluster, int shard) const;
   // The sharding rules declared for a cluster.
   std::vector<const ShardedTable *> rules_for(std::string_view cluster) const;
 };

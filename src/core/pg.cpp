@@ -387,6 +387,25 @@ Result Connection::exec(std::string_view sql) {
   return wait_result_set("exec()");
 }
 
+Result Connection::exec_hastened(std::string_view sql, int interval_ms,
+                                 const std::function<void()> &meanwhile) {
+  send(sql, nullptr);
+  auto next = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
+  while (PQisBusy(conn_)) {
+    wait(true, false, interval_ms);
+    consume_input();
+    if (!PQisBusy(conn_) || std::chrono::steady_clock::now() < next) continue;
+    try {
+      meanwhile();
+    } catch (...) {
+      abandon();
+      throw;
+    }
+    next = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
+  }
+  return wait_result_set("exec_hastened()");
+}
+
 Result Connection::exec_params(std::string_view sql,
                                const std::vector<std::optional<std::string>> &params) {
   send(sql, &params);

@@ -5,6 +5,7 @@
 #include "engine/apply_origin.h"
 
 #include "engine/cluster.h"
+#include "engine/schema_sync.h"
 
 #include <algorithm>
 #include <iterator>
@@ -738,6 +739,18 @@ void check_destination_empty(Shard &shard, const std::vector<TablePlan> &plans, 
   }
 }
 
+// Without schema sync the copy writes into tables the user made.
+void check_destination_created(Shard &shard, const std::vector<TablePlan> &plans) {
+  std::vector<size_t> present = present_tables(shard, plans);
+  for (size_t i = 0; i < plans.size(); i++) {
+    if (std::find(present.begin(), present.end(), i) != present.end()) continue;
+    throw Error(sqlstate::kUndefinedTable, "table " + plans[i].qualified() + " does not exist on " + shard.where(),
+                "pgdog_reshard.schema_sync is off: the copy creates no tables.",
+                "Create the source's tables there (with their indexes and constraints), or SET "
+                "pgdog_reshard.schema_sync = on.");
+  }
+}
+
 std::string schema_sync_call(const ReshardRequest &request, const char *phase) {
   return "SELECT reshard_schema_sync(" + quote_literal(request.source) + ", " + quote_literal(request.destination) +
          ", " + quote_literal(request.publication) + ", '" + phase + "')";
@@ -836,9 +849,13 @@ ReshardPlan preflight(const Config &config, const ReshardRequest &request, TaskC
   warn_unused_rules(rules, catalogs[0], request.publication, ctx);
 
   check_encodings(all, facts);
+  if (request.copy && request.schema_sync) {
+    for (Shard &shard : sources) pg_dump_for(shard.conn->server_version());
+  }
   for (Shard &shard : destinations) {
     ctx.check_interrupts();
     if (request.copy) {
+      if (!request.schema_sync) check_destination_created(shard, plan.tables);
       check_destination_empty(shard, plan.tables, ctx);
     } else {
       check_destination_present(shard, plan.tables, request);

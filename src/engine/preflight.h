@@ -19,6 +19,9 @@ struct ReshardRequest {
   // true: the rows will be copied, so every destination table must be absent or empty.
   // false (reshard_replicate: stream only): every destination table must exist, holding anything.
   bool copy = true;
+  // copy: whether the task creates the destination schema (pg_dump of the source's major version
+  // needed). false: every destination table must exist already, empty.
+  bool schema_sync = true;
   // false (reshard_verify: reads only): wal_level, REPLICATION, free slots, WAL senders and origins
   // are not checked.
   bool replicate = true;
@@ -57,7 +60,9 @@ struct ReshardPlan {
 //    a table's columns, identity and key type are the same on every source shard (55000);
 //    a rule naming a table that is not published is logged as a warning through ctx;
 //  - the destination's encoding equals the source's (55000);
-//  - copy: every destination table is absent or empty (55000); not copy: every destination table
+//  - copy with schema sync: the pg_dump of every source's major version is installed (58P01);
+//  - copy: every destination table is absent or empty (55000), and present (42P01) without schema
+//    sync; not copy: every destination table
 //    exists (42P01, naming the table and the shard), whatever rows it holds, and unless its
 //    identity is FULL has a unique index on its replica identity columns for the upserts (55000).
 // Reads only: creates nothing anywhere.

@@ -471,9 +471,12 @@ std::string major_version(int server_version) {
   return std::to_string(server_version / 10000) + "." + std::to_string(server_version / 100 % 100);
 }
 
+}  // namespace
+
 // A pg_dump older than the server refuses to dump it, and a newer one may write syntax an older
 // destination cannot read: the source's own major version is the one that fits.
-std::string find_pg_dump(const std::string &major, const std::string &bindir) {
+std::string pg_dump_for(int server_version, const std::string &bindir) {
+  std::string major = major_version(server_version);
   std::string dir = bindir.empty() ? "/usr/lib/postgresql/" + major + "/bin" : bindir;
   std::string path = dir + "/pg_dump";
   if (::access(path.c_str(), X_OK) == 0) return path;
@@ -481,10 +484,10 @@ std::string find_pg_dump(const std::string &major, const std::string &bindir) {
               "pg_dump for PostgreSQL " + major + " not found at \"" + path + "\"",
               "The source runs PostgreSQL " + major +
                   "; its schema is dumped with the pg_dump of that major version.",
-              "Install the package postgresql-client-" + major + " on the control node.");
+              "Install the package postgresql-client-" + major +
+                  " on the control node, or create the schema on the destination yourself and "
+                  "SET pgdog_reshard.schema_sync = off before starting the task.");
 }
-
-}  // namespace
 
 SchemaDump dump_schema(const ConnParams &source, TaskContext &ctx, const std::string &pg_dump_bindir) {
   int version = 0;
@@ -492,7 +495,7 @@ SchemaDump dump_schema(const ConnParams &source, TaskContext &ctx, const std::st
     Connection conn(source, ctx);
     version = conn.server_version();
   }
-  std::string program = find_pg_dump(major_version(version), pg_dump_bindir);
+  std::string program = pg_dump_for(version, pg_dump_bindir);
   SchemaDump dump = split_schema_dump(run_pg_dump(program, source, ctx));
   ctx.log(LogLevel::Info, "schema of " + source.describe() + " dumped with " + program + ": " +
                               std::to_string(dump.pre.size()) + " pre-data and " +

@@ -46,6 +46,9 @@ struct SchemaDump {
 // arguments (no shell). When ctx interrupts the dump, pg_dump gets SIGTERM (it cancels its query on
 // the server), SIGKILL after 2 s, and is always reaped.
 SchemaDump dump_schema(const ConnParams &source, TaskContext &ctx, const std::string &pg_dump_bindir = "");
+// The pg_dump for a source of this server_version_num, in bindir ("": the Debian/Ubuntu layout
+// /usr/lib/postgresql/<major>/bin). Throws Error 58P01 (naming the path, with a hint) if absent.
+std::string pg_dump_for(int server_version, const std::string &bindir = "");
 
 // Splits a pg_dump plain-text script into statements and sorts them into the two phases (pure,
 // unit-tested; exposed for tests). kind/schema/name come from pg_dump's TOC comments. Everything

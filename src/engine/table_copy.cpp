@@ -34,11 +34,12 @@ constexpr auto kProgressInterval = std::chrono::milliseconds(250);
 constexpr uint64_t kCheckEveryMessages = 1024;
 constexpr uint64_t kCheckEveryBytes = 4u << 20;
 
-// An Error that already says which side of the copy failed: passed on unchanged by outer layers.
-class CopyError : public Error {
- public:
-  using Error::Error;
-};
+// A standby's slot waits for a running-transactions record; the primary is asked for one this often
+// until it comes (a request can land before the standby starts waiting, so one is not enough).
+constexpr int kStandbySnapshotRequestMs = 200;
+// How long a copy waits for a standby to replay up to the stream's start; pre-flight checked its
+// lag, so this is only reached by a standby that stopped replaying.
+constexpr int kStandbyReplayWaitMs = 60 * 1000;
 
 // "host:port", how messages name a server.
 std::string endpoint(const ConnParams &params) {
@@ -110,13 +111,14 @@ class TableCopier {
  public:
   TableCopier(const TablePlan &table, const ConnParams &source,
               const std::vector<ConnParams> &destinations, const std::string &slot_name,
-              TaskContext &ctx, TableCopyObserver *observer)
+              TaskContext &ctx, TableCopyObserver *observer, const StandbySource *standby)
       : table_(table),
         source_params_(source),
         destination_params_(destinations),
         slot_name_(slot_name),
         ctx_(ctx),
         observer_(observer),
+        standby_(standby),
         columns_(column_list(table)),
         router_(route_spec(table, destinations.size())),
         reader_([this](const TupleView &tuple) { route(tuple); },
@@ -134,6 +136,9 @@ class TableCopier {
   void open_destinations();
   void open_destination(size_t shard);
   void take_snapshot();
+  void wait_for_standby_replay();
+  Result create_slot_on_standby(const std::string &sql);
+  void request_standby_snapshot();
   void begin_copies();
   void stream();
   void on_message(const char *data, size_t len);
@@ -156,6 +161,9 @@ class TableCopier {
   const std::string &slot_name_;
   TaskContext &ctx_;
   TableCopyObserver *observer_;
+  const StandbySource *standby_;  // null: the source is the shard's primary
+  std::unique_ptr<Connection> primary_;  // a standby's primary, opened when first asked a favour
+  bool primary_refuses_ = false;         // it cannot log a standby snapshot for us: stop asking
   const std::string columns_;
   std::string encoding_;  // the source's server encoding, the client_encoding of every session
 
@@ -250,9 +258,11 @@ void TableCopier::open_destination(size_t shard) {
 void TableCopier::take_snapshot() {
   ctx_.check_interrupts();
   at_source([&] {
+    if (standby_) wait_for_standby_replay();
     source_->exec("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ");
-    Result slot = source_->exec("CREATE_REPLICATION_SLOT " + quote_ident(slot_name_) +
-                                " TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')");
+    std::string sql = "CREATE_REPLICATION_SLOT " + quote_ident(slot_name_) +
+                      " TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')";
+    Result slot = standby_ ? create_slot_on_standby(sql) : source_->exec(sql);
     int column = slot.column_index("consistent_point");
     if (column < 0 || slot.rows() != 1) {
       throw Error(sqlstate::kProtocolViolation,
@@ -260,8 +270,59 @@ void TableCopier::take_snapshot() {
                       quote_ident(slot_name_));
     }
     result_.watermark = Lsn::parse_or_throw(slot.value(0, column));
+    if (standby_ && result_.watermark < standby_->stream_start) {
+      // Cannot happen after the wait above (the slot's start is past the replay position);
+      // checked because rows would be lost if it did.
+      throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                  "the standby's snapshot is at " + result_.watermark.to_string() +
+                      ", before the stream's start " + standby_->stream_start.to_string());
+    }
   });
   if (observer_) observer_->snapshot_taken(result_.watermark);
+}
+
+// The slot's consistent point comes after the standby's replay position when it is created, so a
+// standby that has replayed up to the stream's start gives a watermark the stream covers.
+void TableCopier::wait_for_standby_replay() {
+  const std::string sql = "SELECT pg_last_wal_replay_lsn() >= " +
+                          quote_literal(standby_->stream_start.to_string()) + "::pg_lsn";
+  Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(kStandbyReplayWaitMs);
+  while (source_->exec(sql).value(0, 0) != "t") {
+    if (Clock::now() > deadline) {
+      throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                  "the standby has not replayed up to the stream's start " +
+                      standby_->stream_start.to_string() + " within " +
+                      std::to_string(kStandbyReplayWaitMs / 1000) + " s",
+                  "Its copies need a snapshot at or after that position.",
+                  "Check its replication from the primary (pg_stat_wal_receiver).");
+    }
+    ctx_.wait_socket(-1, false, false, 100);  // an interruptible pause
+  }
+}
+
+Result TableCopier::create_slot_on_standby(const std::string &sql) {
+  return source_->exec_hastened(sql, kStandbySnapshotRequestMs, [this] { request_standby_snapshot(); });
+}
+
+// A primary that cannot oblige (pg_log_standby_snapshot() is for superusers unless granted, or
+// the primary is briefly unreachable) is no failure: the standby's slot then waits for the
+// record the primary logs by itself.
+void TableCopier::request_standby_snapshot() {
+  if (primary_refuses_) return;
+  try {
+    if (!primary_) primary_ = std::make_unique<Connection>(standby_->primary, ctx_);
+    primary_->exec("SELECT pg_log_standby_snapshot()");
+  } catch (const Error &e) {
+    if (e.sqlstate() == sqlstate::kQueryCanceled || e.sqlstate() == sqlstate::kAdminShutdown) {
+      ctx_.check_interrupts();  // a stop of the task: let it through
+    }
+    primary_refuses_ = true;
+    primary_.reset();
+    ctx_.log(LogLevel::Warning, "copy of " + table_.qualified() + ": the primary " +
+                                    endpoint(standby_->primary) +
+                                    " could not log a standby snapshot (" + e.what() +
+                                    "); the standby's slot waits for the next one the primary logs");
+  }
 }
 
 // Each shard copies inside a transaction: a failure anywhere before the final commits leaves
@@ -383,17 +444,19 @@ void TableCopier::abort() noexcept {
   }
   destinations_.clear();
   source_.reset();
+  primary_.reset();
 }
 
 template <typename Step>
 auto TableCopier::at_source(Step &&step) -> decltype(step()) {
   try {
     return step();
-  } catch (const CopyError &) {
+  } catch (const TableCopyError &) {
     throw;  // a destination's failure, met while reading the source
   } catch (const Error &e) {
-    throw CopyError(e.sqlstate(), source_failure() + without_location(e.what(), source_params_),
-                    e.detail(), e.hint());
+    throw TableCopyError(true, e.sqlstate(),
+                         source_failure() + without_location(e.what(), source_params_), e.detail(),
+                         e.hint());
   }
 }
 
@@ -401,13 +464,13 @@ template <typename Step>
 auto TableCopier::at_destination(size_t shard, Step &&step) -> decltype(step()) {
   try {
     return step();
-  } catch (const CopyError &) {
+  } catch (const TableCopyError &) {
     throw;
   } catch (const Error &e) {
-    throw CopyError(e.sqlstate(),
-                    destination_failure(shard) +
-                        without_location(e.what(), destination_params_[shard]),
-                    e.detail(), e.hint());
+    throw TableCopyError(false, e.sqlstate(),
+                         destination_failure(shard) +
+                             without_location(e.what(), destination_params_[shard]),
+                         e.detail(), e.hint());
   }
 }
 
@@ -426,12 +489,12 @@ std::string TableCopier::destination_failure(size_t shard) const {
 TableCopyResult copy_table(const TablePlan &table, const ConnParams &source,
                            const std::vector<ConnParams> &destinations,
                            const std::string &slot_name, TaskContext &ctx,
-                           TableCopyObserver *observer) {
+                           TableCopyObserver *observer, const StandbySource *standby) {
   if (destinations.empty()) {
     throw Error(sqlstate::kInvalidParameterValue,
                 "cannot copy table " + table.qualified() + " to no destination shard");
   }
-  TableCopier copier(table, source, destinations, slot_name, ctx, observer);
+  TableCopier copier(table, source, destinations, slot_name, ctx, observer, standby);
   try {
     return copier.run();
   } catch (...) {
@@ -440,6 +503,15 @@ TableCopyResult copy_table(const TablePlan &table, const ConnParams &source,
     copier.abort();
     std::rethrow_exception(failure);
   }
+}
+
+// Connection exceptions (class 08: refused, lost), and a server shut down or restarting.
+bool lost_the_source(const std::exception &e) {
+  const auto *failure = dynamic_cast<const TableCopyError *>(&e);
+  if (!failure || !failure->at_source()) return false;
+  const std::string &state = failure->sqlstate();
+  return state.compare(0, 2, "08") == 0 || state == sqlstate::kAdminShutdown ||
+         state == "57P02" /* crash_shutdown */ || state == "57P03" /* cannot_connect_now */;
 }
 
 // TRUNCATE ONLY: the copy reads the table itself (COPY TO never includes inheritance children),

@@ -28,6 +28,35 @@ class TableCopyObserver {
   virtual void progress(uint64_t rows, uint64_t bytes) = 0;
 };
 
+// A copy that reads from a standby of the shard's primary (PostgreSQL 16+ decodes on standbys).
+// Its slot's consistent point is a position of the same WAL, so it is the watermark just as on
+// the primary.
+struct StandbySource {
+  // Asked for a running-transactions record (pg_log_standby_snapshot()) while the standby's slot
+  // creation waits for one; without it the wait lasts until the primary logs one by itself
+  // (every 15 s when busy, possibly never when idle).
+  ConnParams primary;
+  // The stream's slot position on the primary. A watermark below it would leave the changes in
+  // between to nobody, so the copy first waits for the standby to replay this far.
+  Lsn stream_start;
+};
+
+// What copy_table throws for a failure of one of its servers: the message names the side.
+class TableCopyError : public Error {
+ public:
+  TableCopyError(bool at_source, const std::string &sqlstate, const std::string &message,
+                 const std::string &detail = {}, const std::string &hint = {})
+      : Error(sqlstate, message, detail, hint), at_source_(at_source) {}
+  bool at_source() const { return at_source_; }
+
+ private:
+  bool at_source_;
+};
+
+// True when the copy failed because its source server went away (lost or refused connection,
+// shutdown, crash): the copy may be retried at once on another server of the shard.
+bool lost_the_source(const std::exception &e);
+
 struct TableCopyResult {
   Lsn watermark;
   uint64_t rows = 0;                      // read from the source
@@ -47,7 +76,8 @@ struct TableCopyResult {
 // refused (0A000) before any row moves.
 TableCopyResult copy_table(const TablePlan &table, const ConnParams &source,
                            const std::vector<ConnParams> &destinations, const std::string &slot_name,
-                           TaskContext &ctx, TableCopyObserver *observer = nullptr);
+                           TaskContext &ctx, TableCopyObserver *observer = nullptr,
+                           const StandbySource *standby = nullptr);
 
 // TRUNCATE the table on every destination shard, to restart a failed copy cleanly.
 void truncate_destinations(const TablePlan &table, const std::vector<ConnParams> &destinations,

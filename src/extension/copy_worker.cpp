@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/config.h"
+#include "core/error.h"
 #include "engine/cluster.h"
 #include "engine/preflight.h"
 #include "engine/table_copy.h"
@@ -19,13 +20,26 @@ namespace {
 constexpr int kMaxAttempts = 3;
 constexpr long kFirstBackoffMs = 1000;
 
-// Writes a table copy's progress to the catalog, where reshard_table_copies shows it.
+// Writes a table copy's progress to the catalog, where reshard_table_copies shows it, and its
+// temporary slot, where reshard_replication_slots shows it with the server it is on.
 class CatalogCopyObserver : public TableCopyObserver {
  public:
-  CatalogCopyObserver(int64_t task, int ordinal, int shard) : task_(task), ordinal_(ordinal), shard_(shard) {}
+  CatalogCopyObserver(int64_t task, int ordinal, int shard, const Database &server, std::string slot)
+      : task_(task), ordinal_(ordinal), shard_(shard), server_(server), slot_(std::move(slot)) {}
+  ~CatalogCopyObserver() override {
+    if (!slot_taken_) return;
+    try {
+      in_transaction([&] { slot_mark_dropped(task_, shard_, slot_); });  // it went with the copy's session
+    } catch (...) {
+      // a worker that is going away: table_copy_release_dead records it
+    }
+  }
   void snapshot_taken(Lsn watermark) override {
-    watermark_ = watermark;
-    in_transaction([&] { table_copy_progress(task_, ordinal_, shard_, "running", 0, 0, watermark, std::nullopt); });
+    in_transaction([&] {
+      table_copy_progress(task_, ordinal_, shard_, "running", 0, 0, watermark, std::nullopt);
+      copy_slot_insert(task_, shard_, server_.host, server_.port, server_.database_name, slot_, watermark);
+    });
+    slot_taken_ = true;
   }
   void progress(uint64_t rows, uint64_t bytes) override {
     in_transaction(
@@ -35,7 +49,9 @@ class CatalogCopyObserver : public TableCopyObserver {
  private:
   int64_t task_;
   int ordinal_, shard_;
-  Lsn watermark_;
+  const Database &server_;
+  std::string slot_;
+  bool slot_taken_ = false;
 };
 
 struct CopyJob {
@@ -55,47 +71,105 @@ TablePlan load_plan(const CopyJob &job, int ordinal) {
   return plan;
 }
 
-// At most parallel_copies copies read from one source shard at once, which is what pre-flight
-// counted slots and WAL senders for. A copy holds one of the shard's permits while it reads.
-class ShardPermit {
+// A server a source shard's copies can read: 0 is the shard's primary, 1 + i its copy replica i.
+struct CopyServer {
+  int number;
+  const Database *db;
+  bool replica() const { return number > 0; }
+};
+
+// The shard's usable replicas that no copy has lost; the primary only when there are none (none
+// configured, or every one lost mid-copy).
+std::vector<CopyServer> copy_servers(const CopyJob &job, int shard) {
+  std::vector<const Database *> replicas = job.config.copy_replicas(job.task.source, shard);
+  std::vector<CopyServer> out;
+  for (int i : in_transaction([&] { return copy_replicas_usable(job.task.id, shard); })) {
+    if (i < static_cast<int>(replicas.size())) out.push_back({1 + i, replicas[static_cast<size_t>(i)]});
+  }
+  if (out.empty()) out.push_back({0, &job.config.primary(job.task.source, shard)});
+  return out;
+}
+
+// At most parallel_copies copies read from one server at once, which is what pre-flight counted
+// slots and WAL senders for. A copy holds one of its server's permits while it reads.
+class SourcePermit {
  public:
-  static std::optional<ShardPermit> try_take(int64_t task, int shard) {
+  static std::optional<SourcePermit> try_take(int64_t task, int shard, const CopyServer &server) {
     for (int permit = 0; permit < guc_parallel_copies; permit++) {
-      if (in_transaction([&] { return shard_permit_try(task, shard, permit); }))
-        return ShardPermit(task, shard, permit);
+      if (in_transaction([&] { return source_permit_try(task, shard, server.number, permit); }))
+        return SourcePermit(task, shard, server, permit);
     }
     return std::nullopt;
   }
-  ShardPermit(ShardPermit &&other) noexcept : task_(other.task_), shard_(other.shard_), permit_(other.permit_) {
+  SourcePermit(SourcePermit &&other) noexcept
+      : task_(other.task_), shard_(other.shard_), server_(other.server_), permit_(other.permit_) {
     other.permit_ = -1;
   }
-  ~ShardPermit() {
+  ~SourcePermit() {
     if (permit_ < 0) return;
     try {
-      in_transaction([&] { shard_permit_release(task_, shard_, permit_); });
+      in_transaction([&] { source_permit_release(task_, shard_, server_.number, permit_); });
     } catch (...) {
       // The lock is session-level: it goes with this worker at the latest.
     }
   }
+  const CopyServer &server() const { return server_; }
 
  private:
-  ShardPermit(int64_t task, int shard, int permit) : task_(task), shard_(shard), permit_(permit) {}
+  SourcePermit(int64_t task, int shard, const CopyServer &server, int permit)
+      : task_(task), shard_(shard), server_(server), permit_(permit) {}
   int64_t task_;
   int shard_;
+  CopyServer server_;
   int permit_;
 };
 
-void copy_one_shard(const CopyJob &job, int ordinal, const TablePlan &plan, int shard) {
-  ConnParams source = connection_params(job.config.primary(job.task.source, shard));
+// A free permit on any of the shard's servers, starting from a different one in each worker so
+// that the copies spread over the replicas.
+std::optional<SourcePermit> take_permit(const CopyJob &job, int shard) {
+  std::vector<CopyServer> servers = copy_servers(job, shard);
+  for (size_t i = 0; i < servers.size(); i++) {
+    const CopyServer &server = servers[(i + static_cast<size_t>(MyProcPid)) % servers.size()];
+    if (std::optional<SourcePermit> permit = SourcePermit::try_take(job.task.id, shard, server)) return permit;
+  }
+  return std::nullopt;
+}
+
+void copy_one_shard(const CopyJob &job, int ordinal, const TablePlan &plan, int shard, const CopyServer &server) {
+  ConnParams source = connection_params(*server.db);
+  std::optional<StandbySource> standby;
+  if (server.replica()) {
+    std::optional<StreamStart> stream = in_transaction([&] { return slot_stream_start(job.task.id, shard); });
+    if (!stream) throw Error(sqlstate::kInternalError, "source shard " + std::to_string(shard) + " has no stream slot");
+    standby = StandbySource{connection_params(job.config.primary(job.task.source, shard)), stream->lsn};
+  }
   std::string slot =
       "pgdog_reshard_copy_" + std::to_string(job.task.id) + "_" + std::to_string(ordinal) + "_" + std::to_string(shard);
-  CatalogCopyObserver observer(job.task.id, ordinal, shard);
-  in_transaction(
-      [&] { table_copy_progress(job.task.id, ordinal, shard, "running", 0, 0, std::nullopt, std::nullopt); });
-  TableCopyResult result = copy_table(plan, source, job.destinations, slot, job.ctx, &observer);
+  CatalogCopyObserver observer(job.task.id, ordinal, shard, *server.db, slot);
+  in_transaction([&] {
+    table_copy_source(job.task.id, ordinal, shard, server.db->host, server.db->port);
+    table_copy_progress(job.task.id, ordinal, shard, "running", 0, 0, std::nullopt, std::nullopt);
+  });
+  TableCopyResult result =
+      copy_table(plan, source, job.destinations, slot, job.ctx, &observer, standby ? &*standby : nullptr);
   in_transaction([&] {
     table_copy_progress(job.task.id, ordinal, shard, "done", result.rows, result.bytes, result.watermark, std::nullopt);
   });
+}
+
+// A replica that went away mid-copy: no copy reads it again in this task, and this one is tried
+// again at once elsewhere. A failed copy commits nothing on any destination (table_copy.h), so
+// the retry needs no truncate, and it costs none of the table's attempts.
+bool replica_lost(const CopyJob &job, int ordinal, int shard, const CopyServer &server, const Error &e) {
+  if (!server.replica() || worker_stop_requested || !lost_the_source(e)) return false;
+  std::string why = std::string("lost during a copy: ") + e.what();
+  job.ctx.log(LogLevel::Warning, "task " + std::to_string(job.task.id) + ": replica " + server.db->host + ":" +
+                                     std::to_string(server.db->port) + " " + why + "; its copies go elsewhere");
+  in_transaction([&] {
+    copy_replica_lost(job.task.id, shard, server.number - 1, why);
+    table_copy_progress(job.task.id, ordinal, shard, "running", 0, 0, std::nullopt, e.what());
+  });
+  return true;
 }
 
 void copy_every_shard(const CopyJob &job, int ordinal, const TablePlan &plan, const std::vector<int> &shards) {
@@ -103,16 +177,22 @@ void copy_every_shard(const CopyJob &job, int ordinal, const TablePlan &plan, co
   truncate_destinations(plan, job.destinations, job.ctx);
   std::vector<int> left = shards;
   while (!left.empty()) {
-    bool copied = false;
+    bool progressed = false;
     for (auto it = left.begin(); it != left.end(); ++it) {
-      std::optional<ShardPermit> permit = ShardPermit::try_take(job.task.id, *it);
-      if (!permit) continue;  // that shard is busy: read another one of this table first
-      copy_one_shard(job, ordinal, plan, *it);
+      std::optional<SourcePermit> permit = take_permit(job, *it);
+      if (!permit) continue;  // that shard's servers are busy: read another one of this table first
+      try {
+        copy_one_shard(job, ordinal, plan, *it, permit->server());
+      } catch (const Error &e) {
+        if (!replica_lost(job, ordinal, *it, permit->server(), e)) throw;
+        progressed = true;
+        break;
+      }
       left.erase(it);
-      copied = true;
+      progressed = true;
       break;
     }
-    if (!copied) job.ctx.sleep_ms(200);
+    if (!progressed) job.ctx.sleep_ms(200);
   }
 }
 

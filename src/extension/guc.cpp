@@ -8,6 +8,8 @@ char *guc_config_file = nullptr;
 char *guc_users_file = nullptr;
 char *guc_database_name = nullptr;
 int guc_parallel_copies = 2;
+int guc_replica_max_lag = 64 * 1024 * 1024;
+bool guc_schema_sync = true;
 int guc_apply_batch_changes = 2000;
 int guc_apply_batch_ms = 100;
 int guc_cutover_lag_threshold = 1024 * 1024;
@@ -36,6 +38,15 @@ void guc_init() {
       "pgdog_reshard.parallel_copies", "Table copies at once per source shard.",
       "Each uses a background worker, a temporary replication slot and a WAL sender on the source.",
       &guc_parallel_copies, 2, 1, 64, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "pgdog_reshard.replica_max_lag", "WAL a copy replica may be behind its primary and still serve copies.",
+      "Checked when a copy starts; a replica further behind is left out (see reshard_copy_replicas).",
+      &guc_replica_max_lag, 64 * 1024 * 1024, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "pgdog_reshard.schema_sync", "Whether reshard() and reshard_copy_data() create the schema on the destination.",
+      "Off: the destination tables must exist already, empty, with their indexes and constraints (created by "
+      "you, say for a source whose pg_dump version is not installed); the task neither dumps nor creates any.",
+      &guc_schema_sync, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "pgdog_reshard.apply_batch_changes", "Changes a stream applies in one destination transaction, at most.",
       "Many source transactions go into one, committed at a source commit boundary. Larger batches commit less "

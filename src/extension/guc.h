@@ -10,6 +10,10 @@ extern char *guc_users_file;
 extern char *guc_database_name;
 // Table copies at once per source shard.
 extern int guc_parallel_copies;
+// How far behind its primary (bytes of WAL) a copy replica may be and still serve copies.
+extern int guc_replica_max_lag;
+// Whether copy tasks create the destination schema (recorded in the task when it is created).
+extern bool guc_schema_sync;
 // The stream's destination transactions: committed after this many changes or this age (ms).
 extern int guc_apply_batch_changes;
 extern int guc_apply_batch_ms;

@@ -4,6 +4,7 @@
 
 #include "core/json.h"
 #include "engine/cluster.h"
+#include "engine/copy_replicas.h"
 #include "engine/preflight.h"
 #include "extension/backend_context.h"
 #include "extension/boundary.h"
@@ -103,14 +104,26 @@ void refuse_busy_clusters(const ReshardRequest &request) {
               "Wait for it to end, cut it over, or stop it with reshard_stop(" + *r[0] + ").");
 }
 
-int64_t start_task(const std::string &command, const ReshardRequest &request, const std::string &options_json,
+// A copy task records whether it creates the destination schema (pgdog_reshard.schema_sync as
+// the caller had it), for its worker, which does not see the caller's settings.
+std::string copy_options(const std::string &slot_json) {
+  std::string options = slot_json;
+  if (!guc_schema_sync) options += std::string(options.empty() ? "" : ", ") + "\"schema_sync\": false";
+  return "{" + options + "}";
+}
+
+int64_t start_task(const std::string &command, ReshardRequest request, const std::string &options_json,
                    bool full_preflight) {
   if (command != "schema_sync") refuse_busy_clusters(request);
   StoredConfig stored = current_stored_config();
   Config config = catalog_current_config();
   BackendTaskContext ctx;
   if (full_preflight) {
+    request.schema_sync = guc_schema_sync;
     preflight(config, request, ctx);
+    // Replicas that cannot serve are reported to the caller now (and fail the call when a shard
+    // has none left); the task checks them again when its copy starts.
+    if (request.copy) check_copy_replicas(config, request.source, request.parallel_copies, guc_replica_max_lag, ctx);
   } else {
     check_clusters(config, request, ctx);
   }
@@ -142,9 +155,9 @@ PG_FUNCTION_INFO_V1(reshard_copy_data);
 Datum reshard_copy_data(PG_FUNCTION_ARGS) {
   return cpp_entry([&]() -> Datum {
     ReshardRequest request = request_args(fcinfo);
-    std::string options = "{}";
-    if (!PG_ARGISNULL(3)) options = "{\"slot\": " + json_string(text_arg(fcinfo, 3, "slot")) + "}";
-    return Int64GetDatum(start_task("copy_data", request, options, true));
+    std::string slot;
+    if (!PG_ARGISNULL(3)) slot = "\"slot\": " + json_string(text_arg(fcinfo, 3, "slot"));
+    return Int64GetDatum(start_task("copy_data", request, copy_options(slot), true));
   });
 }
 
@@ -153,7 +166,7 @@ Datum reshard_copy_data(PG_FUNCTION_ARGS) {
 // allows (see reshard_status and reshard_cutover; reshard_wait() waits for the end).
 PG_FUNCTION_INFO_V1(reshard);
 Datum reshard(PG_FUNCTION_ARGS) {
-  return cpp_entry([&]() -> Datum { return Int64GetDatum(start_task("reshard", request_args(fcinfo), "{}", true)); });
+  return cpp_entry([&]() -> Datum { return Int64GetDatum(start_task("reshard", request_args(fcinfo), copy_options(""), true)); });
 }
 
 // Streams the source into destination tables that already hold what they should (a previous copy,

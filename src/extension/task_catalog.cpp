@@ -228,11 +228,16 @@ CopyCounts table_copy_counts(int64_t task) {
 
 void table_copy_release_dead(int64_t task) {
   SpiSession spi;
+  // The dead worker's temporary slots went with its sessions (copy_worker names them
+  // pgdog_reshard_copy_<task>_<ordinal>_<shard>).
   spi.exec(
-      "UPDATE pgdog_reshard.table_copies c SET state = 'waiting', worker_pid = NULL, rows = 0, bytes = 0,"
-      " watermark = NULL, updated_at = now() WHERE task_id = $1::bigint AND state = 'running'"
+      "WITH released AS (UPDATE pgdog_reshard.table_copies c SET state = 'waiting', worker_pid = NULL, rows = 0,"
+      " bytes = 0, watermark = NULL, updated_at = now() WHERE task_id = $1::bigint AND state = 'running'"
       " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.worker_pid"
-      " AND a.backend_type = 'pgdog_reshard copy')",
+      " AND a.backend_type = 'pgdog_reshard copy') RETURNING ordinal, source_shard)"
+      " UPDATE pgdog_reshard.replication_slots s SET dropped_at = now() FROM released r"
+      " WHERE s.task_id = $1::bigint AND s.temporary AND s.dropped_at IS NULL AND s.source_shard = r.source_shard"
+      " AND s.slot_name = format('pgdog_reshard_copy_%s_%s_%s', $1::bigint, r.ordinal, r.source_shard)",
       {num(task)});
 }
 
@@ -257,17 +262,64 @@ std::vector<int> table_copy_shards(int64_t task, int ordinal) {
   return shards;
 }
 
-bool shard_permit_try(int64_t task, int shard, int permit) {
+void table_copy_source(int64_t task, int ordinal, int shard, const std::string &host, int port) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.table_copies SET source_host = $4, source_port = $5::int"
+      " WHERE task_id = $1::bigint AND ordinal = $2::int AND source_shard = $3::int",
+      {num(task), num(ordinal), num(shard), host, num(port)});
+}
+
+namespace {
+std::string permit_key(int shard, int server, int permit) { return num((shard * 64 + server) * 64 + permit); }
+}  // namespace
+
+bool source_permit_try(int64_t task, int shard, int server, int permit) {
   SpiSession spi;
   auto rows = spi.query("SELECT pg_try_advisory_lock($1::int, $2::int)",
-                        {num(static_cast<int32_t>(task)), num(shard * 1024 + permit)}, false);
+                        {num(static_cast<int32_t>(task)), permit_key(shard, server, permit)}, false);
   return rows[0][0] == std::string("t");
 }
 
-void shard_permit_release(int64_t task, int shard, int permit) {
+void source_permit_release(int64_t task, int shard, int server, int permit) {
   SpiSession spi;
-  spi.query("SELECT pg_advisory_unlock($1::int, $2::int)", {num(static_cast<int32_t>(task)), num(shard * 1024 + permit)},
-            false);
+  spi.query("SELECT pg_advisory_unlock($1::int, $2::int)",
+            {num(static_cast<int32_t>(task)), permit_key(shard, server, permit)}, false);
+}
+
+void copy_replicas_record(int64_t task, const std::vector<CopyReplica> &replicas) {
+  SpiSession spi;
+  for (const CopyReplica &r : replicas) {
+    std::optional<std::string> problem;
+    if (!r.usable) problem = r.problem;
+    spi.exec(
+        "INSERT INTO pgdog_reshard.copy_replicas (task_id, source_shard, replica, host, port, database_name, state,"
+        " problem) VALUES ($1::bigint, $2::int, $3::int, $4, $5::int, $6, $7, $8)"
+        " ON CONFLICT (task_id, source_shard, replica) DO UPDATE SET host = excluded.host, port = excluded.port,"
+        " database_name = excluded.database_name, state = excluded.state, problem = excluded.problem,"
+        " checked_at = now(), lost_at = NULL",
+        {num(task), num(r.shard), num(r.replica), r.db->host, num(r.db->port), r.db->database_name,
+         std::string(r.usable ? "usable" : "left out"), problem});
+  }
+}
+
+std::vector<int> copy_replicas_usable(int64_t task, int shard) {
+  SpiSession spi;
+  auto rows = spi.query(
+      "SELECT replica FROM pgdog_reshard.copy_replicas WHERE task_id = $1::bigint AND source_shard = $2::int"
+      " AND state = 'usable' ORDER BY replica",
+      {num(task), num(shard)});
+  std::vector<int> out;
+  for (const SpiRow &r : rows) out.push_back(std::stoi(*r[0]));
+  return out;
+}
+
+void copy_replica_lost(int64_t task, int shard, int replica, const std::string &error) {
+  SpiSession spi;
+  spi.exec(
+      "UPDATE pgdog_reshard.copy_replicas SET state = 'lost', problem = $4, lost_at = now()"
+      " WHERE task_id = $1::bigint AND source_shard = $2::int AND replica = $3::int AND state = 'usable'",
+      {num(task), num(shard), num(replica), error});
 }
 
 void schema_statement_started(int64_t task, const std::string &phase, int shard, size_t seq, const std::string &kind,
@@ -300,11 +352,23 @@ void slot_insert(int64_t task, int shard, const std::string &host, int port, con
       {num(task), num(shard), host, num(port), dbname, slot, lsn.to_string()});
 }
 
+void copy_slot_insert(int64_t task, int shard, const std::string &host, int port, const std::string &dbname,
+                      const std::string &slot, Lsn lsn) {
+  SpiSession spi;
+  spi.exec(
+      "INSERT INTO pgdog_reshard.replication_slots (task_id, source_shard, host, port, database_name,"
+      " slot_name, lsn, temporary) VALUES ($1::bigint, $2::int, $3, $4::int, $5, $6, $7::pg_lsn, true)"
+      " ON CONFLICT (task_id, source_shard, slot_name) DO UPDATE SET host = excluded.host, port = excluded.port,"
+      " database_name = excluded.database_name, lsn = excluded.lsn, created_at = now(), dropped_at = NULL",
+      {num(task), num(shard), host, num(port), dbname, slot, lsn.to_string()});
+}
+
 std::vector<SlotRow> slots_of(int64_t task) {
   SpiSession spi;
   auto rows = spi.query(
       "SELECT source_shard, host, port, database_name, slot_name, lsn::text, dropped_at IS NOT NULL"
-      " FROM pgdog_reshard.replication_slots WHERE task_id = $1::bigint ORDER BY source_shard, slot_name",
+      " FROM pgdog_reshard.replication_slots WHERE task_id = $1::bigint AND NOT temporary"
+      " ORDER BY source_shard, slot_name",
       {num(task)});
   std::vector<SlotRow> out;
   for (const SpiRow &r : rows) {

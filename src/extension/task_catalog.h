@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/lsn.h"
+#include "engine/copy_replicas.h"
 #include "engine/preflight.h"
 #include "engine/table_plan.h"
 #include "extension/catalog.h"
@@ -69,10 +70,20 @@ void table_copy_release_dead(int64_t task);  // rows claimed by workers that are
 std::optional<std::string> table_copy_failure(int64_t task);  // the first final failure, if any
 std::vector<int> table_copy_shards(int64_t task, int ordinal);  // source shards to read the table from
 
-// Source-shard permits: session advisory locks on the control node, one per concurrent copy a
-// source shard may serve (pgdog_reshard.parallel_copies). Keys: (task, shard * 1024 + permit).
-bool shard_permit_try(int64_t task, int shard, int permit);
-void shard_permit_release(int64_t task, int shard, int permit);
+// The server a table's copy from one source shard reads: shown by reshard_table_copies.
+void table_copy_source(int64_t task, int ordinal, int shard, const std::string &host, int port);
+
+// Source permits: session advisory locks on the control node, one per concurrent copy a source
+// server may serve (pgdog_reshard.parallel_copies). `server` 0 is the shard's primary, 1 + i its
+// copy replica i. Keys: (task, (shard * 64 + server) * 64 + permit).
+bool source_permit_try(int64_t task, int shard, int server, int permit);
+void source_permit_release(int64_t task, int shard, int server, int permit);
+
+// Copy replicas: pre-flight's verdict on each (a restarted task records its new verdict), and the
+// ones a copy lost on the way.
+void copy_replicas_record(int64_t task, const std::vector<CopyReplica> &replicas);
+std::vector<int> copy_replicas_usable(int64_t task, int shard);  // positions, usable and not lost
+void copy_replica_lost(int64_t task, int shard, int replica, const std::string &error);
 
 // Schema statements as they run.
 void schema_statement_started(int64_t task, const std::string &phase, int shard, size_t seq, const std::string &kind,
@@ -90,7 +101,11 @@ struct SlotRow {
 };
 void slot_insert(int64_t task, int shard, const std::string &host, int port, const std::string &dbname,
                  const std::string &slot, Lsn lsn);
-std::vector<SlotRow> slots_of(int64_t task);
+// A table copy's temporary slot, on the server it reads (a retry's replaces the last attempt's).
+// It goes with its session: slot_mark_dropped records the end, no one drops it.
+void copy_slot_insert(int64_t task, int shard, const std::string &host, int port, const std::string &dbname,
+                      const std::string &slot, Lsn lsn);
+std::vector<SlotRow> slots_of(int64_t task);  // the permanent ones
 void slot_mark_dropped(int64_t task, int shard, const std::string &slot);
 // Streaming progress of a source shard's slot: what the destinations committed, and the source's
 // WAL end as last seen (for lag).

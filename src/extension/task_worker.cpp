@@ -3,12 +3,14 @@
 // by itself), recording each step in the catalog.
 // Every phase is idempotent, so a task restarted after a crash or a server restart runs them again
 // and skips what is done; one that was already streaming goes straight back to streaming.
+#include <algorithm>
 #include <mutex>
 #include <optional>
 #include <vector>
 
 #include "engine/apply_origin.h"
 #include "engine/cluster.h"
+#include "engine/copy_replicas.h"
 #include "engine/preflight.h"
 #include "engine/schema_sync.h"
 #include "engine/sequences.h"
@@ -123,6 +125,12 @@ void apply_schema_phase(const TaskRun &run, SchemaPhase phase) {
 }
 
 void schema_phase(const TaskRun &run, SchemaPhase phase) {
+  // pgdog_reshard.schema_sync was off when the task was created: the destination schema is the
+  // user's, made beforehand (pre-flight checked its tables exist).
+  if (phase != SchemaPhase::Cutover && in_transaction([&] { return task_option(run.task, "schema_sync"); }) == "false") {
+    log_task(run.task.id, std::string("schema ") + schema_phase_name(phase) + " skipped: pgdog_reshard.schema_sync was off");
+    return;
+  }
   set_phase(run, "running", (std::string("schema_") + schema_phase_name(phase)).c_str());
   apply_schema_phase(run, phase);
 }
@@ -138,6 +146,23 @@ void create_slots(const TaskRun &run, BackendTaskContext &ctx) {
   }
 }
 
+// Checks the source's copy replicas again (pre-flight did when the task was created; a restarted
+// task finds them as they are now) and records which serve. Returns how many servers the copies
+// read from at once: each shard's usable replicas, or its primary.
+int copy_servers_checked(const TaskRun &run, BackendTaskContext &ctx) {
+  std::vector<CopyReplica> replicas =
+      check_copy_replicas(run.config, run.task.source, guc_parallel_copies, guc_replica_max_lag, ctx);
+  in_transaction([&] { copy_replicas_record(run.task.id, replicas); });
+  int servers = 0;
+  for (int shard = 0; shard < run.config.shard_count(run.task.source); shard++) {
+    int usable = static_cast<int>(std::count_if(replicas.begin(), replicas.end(), [&](const CopyReplica &r) {
+      return r.shard == shard && r.usable;
+    }));
+    servers += std::max(usable, 1);
+  }
+  return servers;
+}
+
 // Starts the copy workers and waits for every table to be copied.
 void copy_tables(const TaskRun &run, BackendTaskContext &ctx) {
   set_phase(run, "running", "copy");
@@ -146,11 +171,13 @@ void copy_tables(const TaskRun &run, BackendTaskContext &ctx) {
     return c.waiting + c.running + c.done + c.failed > 0;
   });
   if (!planned) {
-    ReshardPlan plan = preflight(run.config, run.task.request(guc_parallel_copies), ctx);
+    ReshardRequest request = run.task.request(guc_parallel_copies);
+    request.schema_sync = in_transaction([&] { return task_option(run.task, "schema_sync"); }) != "false";
+    ReshardPlan plan = preflight(run.config, request, ctx);
     in_transaction([&] { table_copies_insert(run.task.id, plan); });
   }
   in_transaction([&] { table_copy_release_dead(run.task.id); });  // left by a crashed worker
-  int workers = guc_parallel_copies * run.config.shard_count(run.task.source);
+  int workers = guc_parallel_copies * copy_servers_checked(run, ctx);
   std::vector<BackgroundWorkerHandle *> handles;
   auto launch_all = [&] {
     handles.clear();

@@ -286,6 +286,69 @@ read_only = false
   EXPECT_EQ(c.primary("prod", 0).host, "db-0.internal");
 }
 
+// Copies read from the resharding_only entries when a shard has some (a replica serving the
+// application is left alone), else from its replicas; never from the primary.
+TEST(ConfigPgDog, CopyReplicasPreferReshardingOnlyEntries) {
+  const char *pgdog = R"(
+[[databases]]
+name = "prod"
+host = "p0"
+role = "primary"
+
+[[databases]]
+name = "prod"
+host = "r0-app"
+role = "replica"
+
+[[databases]]
+name = "prod"
+host = "r0-reshard"
+role = "replica"
+resharding_only = true
+
+[[databases]]
+name = "prod"
+host = "p1"
+shard = 1
+
+[[databases]]
+name = "prod"
+host = "r1-a"
+shard = 1
+role = "replica"
+
+[[databases]]
+name = "prod"
+host = "r1-b"
+shard = 1
+role = "replica"
+
+[[databases]]
+name = "other"
+host = "o0"
+)";
+  const char *users = R"(
+[[users]]
+name = "app"
+database = "prod"
+password = "pw"
+
+[[users]]
+name = "app"
+database = "other"
+password = "pw"
+)";
+  Config c = parse_config(pgdog, std::string_view(users));
+  auto hosts = [&](const std::string &cluster, int shard) {
+    std::vector<std::string> out;
+    for (const Database *db : c.copy_replicas(cluster, shard)) out.push_back(db->host);
+    return out;
+  };
+  EXPECT_EQ(hosts("prod", 0), std::vector<std::string>({"r0-reshard"}));
+  EXPECT_EQ(hosts("prod", 1), std::vector<std::string>({"r1-a", "r1-b"}));
+  EXPECT_TRUE(hosts("other", 0).empty());
+}
+
 TEST(ConfigPgDog, EmptyFilesGiveEmptyConfig) {
   Config c = parse_config("", std::string_view(""));
   EXPECT_TRUE(c.databases.empty());
