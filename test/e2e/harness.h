@@ -21,6 +21,14 @@
 //   survive adds "synchronous_commit = on" to extra_conf.
 // - A PgInstance is not thread-safe; distinct instances may be created and used from different
 //   threads at once. A forked child never stops or removes its parent's instances.
+//
+// Standbys (InstanceOptions::standby_of): an instance can instead be a streaming standby of a
+// running primary, cloned the way pg_basebackup does it (pg_backup_start, copy the data directory,
+// pg_backup_stop) without stopping the primary. It lives in its own directory like any instance and
+// is torn down, swept and cleaned up exactly the same way. The default conf (wal_level = logical,
+// max_wal_senders = 20) leaves room for several standbys plus logical walsenders; a test that lowers
+// max_wal_senders on a primary must leave one free per standby. PostgreSQL 17 binaries for primaries
+// with standbys: pg17_bindir() (installed by scripts/install-pg17.sh).
 #pragma once
 
 #include <sys/types.h>
@@ -34,12 +42,23 @@
 
 namespace pgdog_reshard::test {
 
+class PgInstance;
+
 struct InstanceOptions {
   std::string name = "pg";                       // for the temp dir and log messages
   std::string bindir = "/usr/lib/postgresql/15/bin";  // initdb, pg_ctl, postgres
   bool preload_extension = false;                 // shared_preload_libraries = 'pgdog_reshard'
   std::vector<std::string> extra_conf;            // lines appended to postgresql.conf
   std::vector<std::string> hba_lines;             // lines put BEFORE the default trust rules
+  // Set: no initdb; the instance becomes a streaming standby of this running primary, which keeps
+  // running. The primary needs wal_level >= replica, a free WAL sender and, while the standby is
+  // made, a free replication slot (a temporary one holds the WAL the standby will stream). The
+  // standby's postgresql.conf and pg_hba.conf are the primary's copies, plus its own port and socket
+  // directory, primary_conninfo (application_name = name), hot_standby_feedback = on, then
+  // extra_conf; hba_lines, if any, replace the copied rules. bindir left at its default means the
+  // primary's (same major version). Read by the constructor only: the pointer may dangle afterwards
+  // (a primary may be destroyed before its standbys).
+  const PgInstance *standby_of = nullptr;
 };
 
 // A server error seen by a test: the fields a test asserts on.
@@ -65,6 +84,7 @@ class PgInstance {
   const std::string &data_dir() const { return data_dir_; }
   const std::string &base_dir() const { return base_dir_; }  // the temp dir: data/, server.log, socket
   const std::string &name() const { return options_.name; }
+  const InstanceOptions &options() const { return options_; }  // as resolved (a standby's bindir)
   // "host=127.0.0.1 port=N dbname=DB user=USER"
   std::string conninfo(const std::string &db = "postgres", const std::string &user = "postgres") const;
 
@@ -87,6 +107,11 @@ class PgInstance {
   pid_t postmaster_pid() const;                 // from postmaster.pid; -1 if not running
   std::string log() const;                      // the server log so far
 
+  // For a standby: waits until it has replayed everything `primary` had committed when this was
+  // called (kCommittedWalEndSql), polling pg_last_wal_replay_lsn(). Throws std::runtime_error, with
+  // both positions, after timeout_ms, or at once if this instance is not in recovery.
+  void wait_for_replay(const PgInstance &primary, int timeout_ms = 30000) const;
+
  private:
   InstanceOptions options_;
   std::string host_ = "127.0.0.1";
@@ -102,7 +127,10 @@ class PgInstance {
   std::vector<std::string> as_postgres(std::vector<std::string> argv) const;
   void init_cluster();
   void write_config();
+  void write_hba();
   void write_port_config();
+  void clone_and_start(const PgInstance &primary);
+  void write_standby_config(const PgInstance &primary);
   void cleanup() noexcept;
 };
 
@@ -147,6 +175,11 @@ struct OsUser {
 std::optional<OsUser> postgres_os_user();
 // chown to that user (a no-op when not root): what the servers must be able to write.
 void give_to_postgres(const std::string &path);
+
+// The PostgreSQL 17 bindir (initdb, pg_ctl, postgres): $PGDOG_RESHARD_PG17_BINDIR if set, else
+// where scripts/install-pg17.sh puts it; "" when there is no executable postgres there (a test
+// then skips, or fails in CI, where the installer must have run).
+std::string pg17_bindir();
 
 // Process-wide setup, done by the first PgInstance of a process (idempotent): exit and signal
 // handlers, child subreaper, sweep of stale directories. Call it before fork() when the child
