@@ -294,6 +294,13 @@ void Connection::fail_connect(const std::string &reason) {
 // Connection: waiting, sending, receiving
 
 void Connection::wait(bool for_read, bool for_write, int timeout_ms) {
+  // libpq drops the socket when the server closes the connection (a FATAL, a shutdown); nothing
+  // can arrive any more, and a wait on no socket would only end with the task.
+  if (PQsocket(conn_) < 0) {
+    Error lost = error_from_result(Result(), "the server closed the connection");
+    abandon();
+    throw lost;
+  }
   try {
     waiter_->wait_socket(PQsocket(conn_), for_read, for_write, timeout_ms);
   } catch (...) {
@@ -385,25 +392,6 @@ Result Connection::wait_result_set(std::string_view what) {
 Result Connection::exec(std::string_view sql) {
   send(sql, nullptr);
   return wait_result_set("exec()");
-}
-
-Result Connection::exec_hastened(std::string_view sql, int interval_ms,
-                                 const std::function<void()> &meanwhile) {
-  send(sql, nullptr);
-  auto next = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
-  while (PQisBusy(conn_)) {
-    wait(true, false, interval_ms);
-    consume_input();
-    if (!PQisBusy(conn_) || std::chrono::steady_clock::now() < next) continue;
-    try {
-      meanwhile();
-    } catch (...) {
-      abandon();
-      throw;
-    }
-    next = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
-  }
-  return wait_result_set("exec_hastened()");
 }
 
 Result Connection::exec_params(std::string_view sql,

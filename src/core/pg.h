@@ -116,10 +116,6 @@ class Connection {
   Result exec(std::string_view sql);
   // Extended protocol with text parameters; nullopt = NULL.
   Result exec_params(std::string_view sql, const std::vector<std::optional<std::string>> &params);
-  // exec() of a statement that waits for something another session can hasten: `meanwhile` is
-  // called every interval_ms until the result arrives (an exception from it abandons the query
-  // like a waiter's).
-  Result exec_hastened(std::string_view sql, int interval_ms, const std::function<void()> &meanwhile);
 
   // COPY ... TO STDOUT: calls on_data for every CopyData chunk (a row, for COPY), in order, without
   // buffering the whole output. Returns the number of rows reported by the command tag.

@@ -11,8 +11,6 @@ namespace pgdog_reshard {
 
 namespace {
 
-constexpr int kMinVersion = 160000;  // logical decoding on a standby
-
 struct PrimaryFacts {
   std::string system_identifier;
   Lsn wal_end;
@@ -24,59 +22,37 @@ PrimaryFacts read_primary(const Database &db, TaskContext &ctx) {
   return {std::string(r.value(0, 0)), Lsn::parse_or_throw(r.value(0, 1))};
 }
 
-// Read in one statement, in this order, so that a version check can come first: the rest is only
-// looked at on a server new enough to decode.
 constexpr const char *kReplicaFactsSql = R"(
-SELECT current_setting('server_version_num')::int,
-       pg_is_in_recovery(),
+SELECT pg_is_in_recovery(),
        (SELECT system_identifier FROM pg_control_system())::text,
        coalesce((SELECT status FROM pg_stat_wal_receiver), 'not running'),
        current_setting('hot_standby_feedback'),
-       current_setting('wal_level'),
-       coalesce(pg_last_wal_replay_lsn(), '0/0')::text,
-       current_setting('max_replication_slots')::bigint - (SELECT count(*) FROM pg_replication_slots),
-       current_setting('max_wal_senders')::bigint - (SELECT count(*) FROM pg_stat_replication),
-       (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user))";
+       coalesce(pg_last_wal_replay_lsn(), '0/0')::text)";
 
 // "" when the replica can serve, else why not.
-std::string replica_problem(const Result &r, const Database &db, const PrimaryFacts &primary, int parallel_copies, int64_t max_lag_bytes) {
-  int version = std::stoi(std::string(r.value(0, 0)));
-  if (version < kMinVersion) {
-    return "it runs PostgreSQL " + std::to_string(version / 10000) +
-           "; a copy's slot on a standby needs PostgreSQL 16 or later";
-  }
-  if (r.value(0, 1) != "t") return "it is not a standby (pg_is_in_recovery() is false)";
-  if (r.value(0, 2) != primary.system_identifier) {
-    return "it is not a standby of the shard's primary (system_identifier " + std::string(r.value(0, 2)) +
+std::string replica_problem(const Result &r, const PrimaryFacts &primary, int64_t max_lag_bytes) {
+  if (r.value(0, 0) != "t") return "it is not a standby (pg_is_in_recovery() is false)";
+  if (r.value(0, 1) != primary.system_identifier) {
+    return "it is not a standby of the shard's primary (system_identifier " + std::string(r.value(0, 1)) +
            ", the primary's is " + primary.system_identifier + ")";
   }
-  if (r.value(0, 3) != "streaming") {
-    return "its WAL receiver is " + std::string(r.value(0, 3)) + ", not streaming from the primary";
+  if (r.value(0, 2) != "streaming") {
+    return "its WAL receiver is " + std::string(r.value(0, 2)) + ", not streaming from the primary";
   }
-  if (r.value(0, 4) != "on") {
+  if (r.value(0, 3) != "on") {
     return "hot_standby_feedback is off: the primary's vacuum would remove rows a copy still reads";
   }
-  if (r.value(0, 5) != "logical") return "wal_level is " + std::string(r.value(0, 5)) + ", not logical";
-  Lsn replayed = Lsn::parse_or_throw(r.value(0, 6));
+  Lsn replayed = Lsn::parse_or_throw(r.value(0, 4));
   int64_t lag = static_cast<int64_t>(primary.wal_end.bytes_since(replayed));
   if (lag > max_lag_bytes) {
     return "it is " + std::to_string(lag) + " bytes of WAL behind the primary (pgdog_reshard.replica_max_lag is " +
            std::to_string(max_lag_bytes) + ")";
   }
-  if (std::stoll(std::string(r.value(0, 7))) < parallel_copies) {
-    return "it has " + std::string(r.value(0, 7)) + " free replication slots, needs " +
-           std::to_string(parallel_copies) + " (max_replication_slots)";
-  }
-  if (std::stoll(std::string(r.value(0, 8))) < parallel_copies) {
-    return "it has " + std::string(r.value(0, 8)) + " free WAL senders, needs " + std::to_string(parallel_copies) +
-           " (max_wal_senders)";
-  }
-  if (r.value(0, 9) != "t") return "user " + quote_ident(db.user) + " lacks the REPLICATION attribute";
   return {};
 }
 
-CopyReplica check_replica(int shard, const Database &db, const PrimaryFacts &primary, int parallel_copies,
-                          int64_t max_lag_bytes, TaskContext &ctx) {
+CopyReplica check_replica(int shard, const Database &db, const PrimaryFacts &primary, int64_t max_lag_bytes,
+                          TaskContext &ctx) {
   CopyReplica replica;
   replica.shard = shard;
   replica.db = &db;
@@ -85,7 +61,7 @@ CopyReplica check_replica(int shard, const Database &db, const PrimaryFacts &pri
     params.application_name = "pgdog_reshard preflight";
     Connection conn(params, ctx);
     Result facts = conn.exec(kReplicaFactsSql);
-    replica.problem = replica_problem(facts, db, primary, parallel_copies, max_lag_bytes);
+    replica.problem = replica_problem(facts, primary, max_lag_bytes);
   } catch (const Error &e) {
     if (e.sqlstate() == sqlstate::kQueryCanceled || e.sqlstate() == sqlstate::kAdminShutdown) throw;
     replica.problem = e.what();
@@ -101,7 +77,7 @@ std::string where(const CopyReplica &r) {
 }  // namespace
 
 std::vector<CopyReplica> check_copy_replicas(const Config &config, const std::string &cluster,
-                                             int parallel_copies, int64_t max_lag_bytes, TaskContext &ctx) {
+                                             int64_t max_lag_bytes, TaskContext &ctx) {
   std::vector<CopyReplica> out;
   for (int shard = 0; shard < config.shard_count(cluster); shard++) {
     std::vector<const Database *> replicas = config.copy_replicas(cluster, shard);
@@ -109,7 +85,7 @@ std::vector<CopyReplica> check_copy_replicas(const Config &config, const std::st
     PrimaryFacts primary = read_primary(config.primary(cluster, shard), ctx);
     std::vector<CopyReplica> checked;
     for (size_t i = 0; i < replicas.size(); i++) {
-      checked.push_back(check_replica(shard, *replicas[i], primary, parallel_copies, max_lag_bytes, ctx));
+      checked.push_back(check_replica(shard, *replicas[i], primary, max_lag_bytes, ctx));
       checked.back().replica = static_cast<int>(i);
     }
     std::string problems;

@@ -1,17 +1,16 @@
-// Read replicas as copy sources: a source shard's table copies read from its standbys (PostgreSQL
-// 16+ decodes on a standby, so each copy's temporary slot and snapshot can live there), leaving
-// the primary to the application and to the stream's permanent slot.
+// Read replicas as copy sources: a source shard's table copies read from its standbys, leaving
+// the primary to the application and to the stream's slot. A standby's copy takes a plain
+// snapshot at a known replay position (table_copy.h), so it needs no slot, no WAL sender and no
+// particular version there.
 //
 // Pre-flight of every configured copy replica (Config::copy_replicas) of the source cluster. A
 // replica serves only when it:
-//  - accepts the configured user's connection, with REPLICATION;
-//  - runs PostgreSQL 16 or later and is in recovery (a standby);
-//  - is a standby of the shard's primary (the same system_identifier) and its WAL receiver is
-//    streaming;
-//  - has hot_standby_feedback on (else the primary's vacuum removes rows a copy's snapshot still
-//    reads, and the copy is cancelled) and wal_level = logical;
-//  - has replayed to within max_lag_bytes of the primary's WAL;
-//  - has free replication slots and WAL senders for parallel_copies copies at once.
+//  - accepts the configured user's connection;
+//  - is in recovery (a standby) of the shard's primary (the same system_identifier), with its WAL
+//    receiver streaming;
+//  - has hot_standby_feedback on (else the primary's vacuum removes row versions a copy's
+//    snapshot still reads, and the standby cancels the copy);
+//  - has replayed to within max_lag_bytes of the primary's WAL.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +35,6 @@ struct CopyReplica {
 // Error 55000 when a shard has copy replicas and none is usable (its detail lists each and why):
 // the configuration asked that the copy spare the primary, so it does not fall back silently.
 std::vector<CopyReplica> check_copy_replicas(const Config &config, const std::string &cluster,
-                                             int parallel_copies, int64_t max_lag_bytes, TaskContext &ctx);
+                                             int64_t max_lag_bytes, TaskContext &ctx);
 
 }  // namespace pgdog_reshard

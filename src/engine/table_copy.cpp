@@ -34,12 +34,12 @@ constexpr auto kProgressInterval = std::chrono::milliseconds(250);
 constexpr uint64_t kCheckEveryMessages = 1024;
 constexpr uint64_t kCheckEveryBytes = 4u << 20;
 
-// A standby's slot waits for a running-transactions record; the primary is asked for one this often
-// until it comes (a request can land before the standby starts waiting, so one is not enough).
-constexpr int kStandbySnapshotRequestMs = 200;
 // How long a copy waits for a standby to replay up to the stream's start; pre-flight checked its
 // lag, so this is only reached by a standby that stopped replaying.
 constexpr int kStandbyReplayWaitMs = 60 * 1000;
+// A standby snapshot is kept only when no WAL record was replayed while it was taken; under a
+// heavy write load that takes a few tries.
+constexpr int kStandbySnapshotTries = 1000;
 
 // "host:port", how messages name a server.
 std::string endpoint(const ConnParams &params) {
@@ -136,9 +136,8 @@ class TableCopier {
   void open_destinations();
   void open_destination(size_t shard);
   void take_snapshot();
-  void wait_for_standby_replay();
-  Result create_slot_on_standby(const std::string &sql);
-  void request_standby_snapshot();
+  void take_standby_snapshot();
+  void wait_for_standby_replay(Lsn target);
   void begin_copies();
   void stream();
   void on_message(const char *data, size_t len);
@@ -162,8 +161,6 @@ class TableCopier {
   TaskContext &ctx_;
   TableCopyObserver *observer_;
   const StandbySource *standby_;  // null: the source is the shard's primary
-  std::unique_ptr<Connection> primary_;  // a standby's primary, opened when first asked a favour
-  bool primary_refuses_ = false;         // it cannot log a standby snapshot for us: stop asking
   const std::string columns_;
   std::string encoding_;  // the source's server encoding, the client_encoding of every session
 
@@ -211,7 +208,7 @@ TableCopyResult TableCopier::run() {
 void TableCopier::open_source() {
   at_source([&] {
     ConnParams params = source_params_;
-    params.replication = true;
+    params.replication = standby_ == nullptr;  // a standby's snapshot needs no slot
     source_ = std::make_unique<Connection>(params, ctx_);
     encoding_ = std::string(
         source_->exec("SET statement_timeout = 0; SHOW server_encoding").value(0, 0));
@@ -258,11 +255,13 @@ void TableCopier::open_destination(size_t shard) {
 void TableCopier::take_snapshot() {
   ctx_.check_interrupts();
   at_source([&] {
-    if (standby_) wait_for_standby_replay();
+    if (standby_) {
+      take_standby_snapshot();
+      return;
+    }
     source_->exec("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ");
-    std::string sql = "CREATE_REPLICATION_SLOT " + quote_ident(slot_name_) +
-                      " TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')";
-    Result slot = standby_ ? create_slot_on_standby(sql) : source_->exec(sql);
+    Result slot = source_->exec("CREATE_REPLICATION_SLOT " + quote_ident(slot_name_) +
+                                " TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')");
     int column = slot.column_index("consistent_point");
     if (column < 0 || slot.rows() != 1) {
       throw Error(sqlstate::kProtocolViolation,
@@ -270,58 +269,60 @@ void TableCopier::take_snapshot() {
                       quote_ident(slot_name_));
     }
     result_.watermark = Lsn::parse_or_throw(slot.value(0, column));
-    if (standby_ && result_.watermark < standby_->stream_start) {
-      // Cannot happen after the wait above (the slot's start is past the replay position);
-      // checked because rows would be lost if it did.
-      throw Error(sqlstate::kObjectNotInPrerequisiteState,
-                  "the standby's snapshot is at " + result_.watermark.to_string() +
-                      ", before the stream's start " + standby_->stream_start.to_string());
-    }
   });
   if (observer_) observer_->snapshot_taken(result_.watermark);
 }
 
-// The slot's consistent point comes after the standby's replay position when it is created, so a
-// standby that has replayed up to the stream's start gives a watermark the stream covers.
-void TableCopier::wait_for_standby_replay() {
-  const std::string sql = "SELECT pg_last_wal_replay_lsn() >= " +
-                          quote_literal(standby_->stream_start.to_string()) + "::pg_lsn";
+// On a standby, a transaction becomes visible when its commit record is replayed, so a snapshot
+// taken while the replay position stays at L holds exactly the transactions committed up to L:
+// L is its watermark, as a slot's consistent point is on the primary. The position is read just
+// before the snapshot is taken and again within it; a snapshot during which a record was
+// replayed is dropped and taken again.
+//
+// Not a slot with SNAPSHOT 'use' on the standby (PostgreSQL 16+): its snapshot is as of the
+// slot's consistent point, which the standby may have replayed past by the time the snapshot is
+// installed, vacuum records included. Row versions that snapshot still needs are then gone, and
+// the COPY silently misses rows (seen here under a write load on the primary).
+// One query string, so the two reads are microseconds apart; its COMMIT ends the implicit
+// transaction of the first read, which must not be the snapshot's.
+void TableCopier::take_standby_snapshot() {
+  wait_for_standby_replay(standby_->stream_start);
+  const std::string sql =
+      "SELECT pg_catalog.set_config('pgdog_reshard.replay_before', pg_catalog.pg_last_wal_replay_lsn()::text, false);"
+      " COMMIT; BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ;"
+      " SELECT pg_catalog.current_setting('pgdog_reshard.replay_before'), pg_catalog.pg_last_wal_replay_lsn()::text";
+  for (int tries = 1;; tries++) {
+    Result positions = source_->exec(sql);
+    if (positions.value(0, 0) == positions.value(0, 1)) {
+      result_.watermark = Lsn::parse_or_throw(positions.value(0, 0));
+      return;
+    }
+    source_->exec("ROLLBACK");
+    if (tries == kStandbySnapshotTries) {
+      throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                  "the standby replayed WAL during each of " + std::to_string(tries) +
+                      " attempts at a snapshot",
+                  "A copy from a standby needs a snapshot taken while its replay position stands still.");
+    }
+    ctx_.check_interrupts();
+  }
+}
+
+// Until the standby has replayed up to the stream's start: a watermark below it would leave the
+// changes in between to nobody.
+void TableCopier::wait_for_standby_replay(Lsn target) {
+  const std::string sql =
+      "SELECT pg_catalog.pg_last_wal_replay_lsn() >= " + quote_literal(target.to_string()) + "::pg_lsn";
   Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(kStandbyReplayWaitMs);
   while (source_->exec(sql).value(0, 0) != "t") {
     if (Clock::now() > deadline) {
       throw Error(sqlstate::kObjectNotInPrerequisiteState,
-                  "the standby has not replayed up to the stream's start " +
-                      standby_->stream_start.to_string() + " within " +
-                      std::to_string(kStandbyReplayWaitMs / 1000) + " s",
-                  "Its copies need a snapshot at or after that position.",
+                  "the standby has not replayed up to the stream's start " + target.to_string() +
+                      " within " + std::to_string(kStandbyReplayWaitMs / 1000) + " s",
+                  "A copy from a standby reads what it has replayed.",
                   "Check its replication from the primary (pg_stat_wal_receiver).");
     }
-    ctx_.wait_socket(-1, false, false, 100);  // an interruptible pause
-  }
-}
-
-Result TableCopier::create_slot_on_standby(const std::string &sql) {
-  return source_->exec_hastened(sql, kStandbySnapshotRequestMs, [this] { request_standby_snapshot(); });
-}
-
-// A primary that cannot oblige (pg_log_standby_snapshot() is for superusers unless granted, or
-// the primary is briefly unreachable) is no failure: the standby's slot then waits for the
-// record the primary logs by itself.
-void TableCopier::request_standby_snapshot() {
-  if (primary_refuses_) return;
-  try {
-    if (!primary_) primary_ = std::make_unique<Connection>(standby_->primary, ctx_);
-    primary_->exec("SELECT pg_log_standby_snapshot()");
-  } catch (const Error &e) {
-    if (e.sqlstate() == sqlstate::kQueryCanceled || e.sqlstate() == sqlstate::kAdminShutdown) {
-      ctx_.check_interrupts();  // a stop of the task: let it through
-    }
-    primary_refuses_ = true;
-    primary_.reset();
-    ctx_.log(LogLevel::Warning, "copy of " + table_.qualified() + ": the primary " +
-                                    endpoint(standby_->primary) +
-                                    " could not log a standby snapshot (" + e.what() +
-                                    "); the standby's slot waits for the next one the primary logs");
+    ctx_.wait_socket(-1, false, false, 20);  // an interruptible pause
   }
 }
 
@@ -444,7 +445,6 @@ void TableCopier::abort() noexcept {
   }
   destinations_.clear();
   source_.reset();
-  primary_.reset();
 }
 
 template <typename Step>

@@ -28,14 +28,10 @@ class TableCopyObserver {
   virtual void progress(uint64_t rows, uint64_t bytes) = 0;
 };
 
-// A copy that reads from a standby of the shard's primary (PostgreSQL 16+ decodes on standbys).
-// Its slot's consistent point is a position of the same WAL, so it is the watermark just as on
-// the primary.
+// A copy that reads from a standby of the shard's primary (any version: the snapshot is a plain
+// standby snapshot taken while the replay position stands still, and that position is the
+// watermark; see table_copy.cpp for why not a slot on the standby).
 struct StandbySource {
-  // Asked for a running-transactions record (pg_log_standby_snapshot()) while the standby's slot
-  // creation waits for one; without it the wait lasts until the primary logs one by itself
-  // (every 15 s when busy, possibly never when idle).
-  ConnParams primary;
   // The stream's slot position on the primary. A watermark below it would leave the changes in
   // between to nobody, so the copy first waits for the standby to replay this far.
   Lsn stream_start;

@@ -20,12 +20,12 @@ namespace {
 constexpr int kMaxAttempts = 3;
 constexpr long kFirstBackoffMs = 1000;
 
-// Writes a table copy's progress to the catalog, where reshard_table_copies shows it, and its
-// temporary slot, where reshard_replication_slots shows it with the server it is on.
+// Writes a table copy's progress to the catalog, where reshard_table_copies shows it, and a
+// primary's temporary slot, where reshard_replication_slots shows it (a standby's copy takes none).
 class CatalogCopyObserver : public TableCopyObserver {
  public:
-  CatalogCopyObserver(int64_t task, int ordinal, int shard, const Database &server, std::string slot)
-      : task_(task), ordinal_(ordinal), shard_(shard), server_(server), slot_(std::move(slot)) {}
+  CatalogCopyObserver(int64_t task, int ordinal, int shard, const Database &server, std::string slot, bool with_slot)
+      : task_(task), ordinal_(ordinal), shard_(shard), server_(server), slot_(std::move(slot)), with_slot_(with_slot) {}
   ~CatalogCopyObserver() override {
     if (!slot_taken_) return;
     try {
@@ -37,9 +37,9 @@ class CatalogCopyObserver : public TableCopyObserver {
   void snapshot_taken(Lsn watermark) override {
     in_transaction([&] {
       table_copy_progress(task_, ordinal_, shard_, "running", 0, 0, watermark, std::nullopt);
-      copy_slot_insert(task_, shard_, server_.host, server_.port, server_.database_name, slot_, watermark);
+      if (with_slot_) copy_slot_insert(task_, shard_, server_.host, server_.port, server_.database_name, slot_, watermark);
     });
-    slot_taken_ = true;
+    slot_taken_ = with_slot_;
   }
   void progress(uint64_t rows, uint64_t bytes) override {
     in_transaction(
@@ -51,6 +51,7 @@ class CatalogCopyObserver : public TableCopyObserver {
   int ordinal_, shard_;
   const Database &server_;
   std::string slot_;
+  bool with_slot_;
   bool slot_taken_ = false;
 };
 
@@ -94,12 +95,9 @@ std::vector<CopyServer> copy_servers(const CopyJob &job, int shard) {
 // slots and WAL senders for. A copy holds one of its server's permits while it reads.
 class SourcePermit {
  public:
-  static std::optional<SourcePermit> try_take(int64_t task, int shard, const CopyServer &server) {
-    for (int permit = 0; permit < guc_parallel_copies; permit++) {
-      if (in_transaction([&] { return source_permit_try(task, shard, server.number, permit); }))
-        return SourcePermit(task, shard, server, permit);
-    }
-    return std::nullopt;
+  static std::optional<SourcePermit> try_take(int64_t task, int shard, const CopyServer &server, int permit) {
+    if (!in_transaction([&] { return source_permit_try(task, shard, server.number, permit); })) return std::nullopt;
+    return SourcePermit(task, shard, server, permit);
   }
   SourcePermit(SourcePermit &&other) noexcept
       : task_(other.task_), shard_(other.shard_), server_(other.server_), permit_(other.permit_) {
@@ -124,13 +122,14 @@ class SourcePermit {
   int permit_;
 };
 
-// A free permit on any of the shard's servers, starting from a different one in each worker so
-// that the copies spread over the replicas.
+// A free permit on one of the shard's servers. Each server's first permit is tried before any
+// server's second, so that copies spread over the replicas rather than fill one first.
 std::optional<SourcePermit> take_permit(const CopyJob &job, int shard) {
   std::vector<CopyServer> servers = copy_servers(job, shard);
-  for (size_t i = 0; i < servers.size(); i++) {
-    const CopyServer &server = servers[(i + static_cast<size_t>(MyProcPid)) % servers.size()];
-    if (std::optional<SourcePermit> permit = SourcePermit::try_take(job.task.id, shard, server)) return permit;
+  for (int permit = 0; permit < guc_parallel_copies; permit++) {
+    for (const CopyServer &server : servers) {
+      if (std::optional<SourcePermit> taken = SourcePermit::try_take(job.task.id, shard, server, permit)) return taken;
+    }
   }
   return std::nullopt;
 }
@@ -141,11 +140,11 @@ void copy_one_shard(const CopyJob &job, int ordinal, const TablePlan &plan, int 
   if (server.replica()) {
     std::optional<StreamStart> stream = in_transaction([&] { return slot_stream_start(job.task.id, shard); });
     if (!stream) throw Error(sqlstate::kInternalError, "source shard " + std::to_string(shard) + " has no stream slot");
-    standby = StandbySource{connection_params(job.config.primary(job.task.source, shard)), stream->lsn};
+    standby = StandbySource{stream->lsn};
   }
   std::string slot =
       "pgdog_reshard_copy_" + std::to_string(job.task.id) + "_" + std::to_string(ordinal) + "_" + std::to_string(shard);
-  CatalogCopyObserver observer(job.task.id, ordinal, shard, *server.db, slot);
+  CatalogCopyObserver observer(job.task.id, ordinal, shard, *server.db, slot, !server.replica());
   in_transaction([&] {
     table_copy_source(job.task.id, ordinal, shard, server.db->host, server.db->port);
     table_copy_progress(job.task.id, ordinal, shard, "running", 0, 0, std::nullopt, std::nullopt);

@@ -123,7 +123,7 @@ int64_t start_task(const std::string &command, ReshardRequest request, const std
     preflight(config, request, ctx);
     // Replicas that cannot serve are reported to the caller now (and fail the call when a shard
     // has none left); the task checks them again when its copy starts.
-    if (request.copy) check_copy_replicas(config, request.source, request.parallel_copies, guc_replica_max_lag, ctx);
+    if (request.copy) check_copy_replicas(config, request.source, guc_replica_max_lag, ctx);
   } else {
     check_clusters(config, request, ctx);
   }

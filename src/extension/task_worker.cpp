@@ -151,7 +151,7 @@ void create_slots(const TaskRun &run, BackendTaskContext &ctx) {
 // read from at once: each shard's usable replicas, or its primary.
 int copy_servers_checked(const TaskRun &run, BackendTaskContext &ctx) {
   std::vector<CopyReplica> replicas =
-      check_copy_replicas(run.config, run.task.source, guc_parallel_copies, guc_replica_max_lag, ctx);
+      check_copy_replicas(run.config, run.task.source, guc_replica_max_lag, ctx);
   in_transaction([&] { copy_replicas_record(run.task.id, replicas); });
   int servers = 0;
   for (int shard = 0; shard < run.config.shard_count(run.task.source); shard++) {

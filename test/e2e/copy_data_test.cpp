@@ -233,7 +233,12 @@ void copy_and_check(const PgInstance &control, int n, int m) {
   EXPECT_EQ(control.value("SELECT count(*) FROM reshard_table_copies WHERE task_id = " + task + " AND watermark IS NULL"), "0");
   EXPECT_EQ(control.value("SELECT progress FROM reshard_status WHERE id = " + task), "100.0");
   // A permanent slot on every source shard, recorded.
-  EXPECT_EQ(control.value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task), std::to_string(n));
+  EXPECT_EQ(control.value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task + " AND NOT temporary"),
+            std::to_string(n));
+  // Each table copy's temporary slot, recorded on the server it read, and gone with its session.
+  EXPECT_EQ(control.value("SELECT count(*) > 0 AND count(*) FILTER (WHERE dropped_at IS NULL) = 0"
+                          " FROM reshard_replication_slots WHERE temporary AND task_id = " + task),
+            "t");
   for (auto &s : sources) {
     EXPECT_EQ(s->value("SELECT count(*) FROM pg_replication_slots WHERE NOT temporary"), "1");
   }

@@ -452,7 +452,7 @@ TEST_F(CopyTaskFaults, KilledCopyWorkerIsReplaced) {
   wait_until([&] { return (left = source_->value(slots)) == permanent + ":false"; }, 10000);
   EXPECT_EQ(left, permanent + ":false");
   EXPECT_EQ(control_->value("SELECT string_agg(slot, ',') FROM reshard_replication_slots WHERE task_id = " + task +
-                            " AND dropped_at IS NULL"),
+                            " AND dropped_at IS NULL AND NOT temporary"),
             permanent);
 }
 
@@ -524,7 +524,8 @@ TEST_F(CopyTaskFaults, FinalFailureFailsTaskAndDropsSlots) {
 
   // The permanent slot is dropped (and recorded so); the temporary ones go with the copy sessions.
   EXPECT_EQ(source_->value("SELECT count(*) FROM pg_replication_slots WHERE NOT temporary"), "0");
-  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task), "1");
+  EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task + " AND NOT temporary"),
+            "1");
   EXPECT_EQ(control_->value("SELECT count(*) FROM reshard_replication_slots WHERE task_id = " + task +
                             " AND dropped_at IS NULL"),
             "0");

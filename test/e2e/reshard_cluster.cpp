@@ -75,7 +75,7 @@ bool ReshardCluster::wait_copying(const std::string &task, const std::string &ta
 bool ReshardCluster::wait_caught_up(const std::string &task, int ms) const {
   std::vector<std::pair<std::string, std::string>> targets;  // a slot's server port, its position now
   for (const Row &r : control_->query("SELECT port FROM reshard_replication_slots WHERE task_id = " + task +
-                                      " AND dropped_at IS NULL")) {
+                                      " AND dropped_at IS NULL AND NOT temporary")) {
     for (const PgInstance *pg : {source_.get(), dests_[0].get(), dests_[1].get()}) {
       if (std::to_string(pg->port()) == *r[0]) targets.emplace_back(*r[0], pg->value(kCommittedWalEndSql));
     }

@@ -92,7 +92,7 @@ std::string connect_failure(const std::string &conninfo) {
 // Every view of the extension, as text: each row as JSON, one per line.
 const char *const kViews[] = {"reshard_status",      "reshard_databases",        "reshard_sharded_tables",
                               "reshard_table_copies", "reshard_schema_sync",      "reshard_replication_slots",
-                              "reshard_cutover",     "reshard_verify_results"};
+                              "reshard_cutover",     "reshard_verify_results",   "reshard_copy_replicas"};
 
 std::string views_text(const PgInstance &control) {
   std::string out;
@@ -256,6 +256,7 @@ TEST_F(Security, OnlyAdminsCallAndOnlySuperusersReadTheConfiguration) {
       "SELECT * FROM reshard_databases",
       "SELECT * FROM reshard_replication_slots",
       "SELECT * FROM reshard_table_copies",
+      "SELECT * FROM reshard_copy_replicas",
       "SELECT * FROM pgdog_reshard.config",
       "SELECT * FROM pgdog_reshard.tasks",
   };
