@@ -283,14 +283,14 @@ void TableCopier::take_snapshot() {
 // slot's consistent point, which the standby may have replayed past by the time the snapshot is
 // installed, vacuum records included. Row versions that snapshot still needs are then gone, and
 // the COPY silently misses rows (seen here under a write load on the primary).
-// One query string, so the two reads are microseconds apart; its COMMIT ends the implicit
-// transaction of the first read, which must not be the snapshot's.
 void TableCopier::take_standby_snapshot() {
   wait_for_standby_replay(standby_->stream_start);
+  // One query string, so that the two reads are microseconds apart. Its COMMIT ends the implicit
+  // transaction of the first read, which must not be the snapshot's.
   const std::string sql =
-      "SELECT pg_catalog.set_config('pgdog_reshard.replay_before', pg_catalog.pg_last_wal_replay_lsn()::text, false);"
+      "SELECT pg_catalog.set_config('pgdog_reshard_copy.replay_before', pg_catalog.pg_last_wal_replay_lsn()::text, false);"
       " COMMIT; BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ;"
-      " SELECT pg_catalog.current_setting('pgdog_reshard.replay_before'), pg_catalog.pg_last_wal_replay_lsn()::text";
+      " SELECT pg_catalog.current_setting('pgdog_reshard_copy.replay_before'), pg_catalog.pg_last_wal_replay_lsn()::text";
   for (int tries = 1;; tries++) {
     Result positions = source_->exec(sql);
     if (positions.value(0, 0) == positions.value(0, 1)) {

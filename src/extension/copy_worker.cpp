@@ -91,8 +91,8 @@ std::vector<CopyServer> copy_servers(const CopyJob &job, int shard) {
   return out;
 }
 
-// At most parallel_copies copies read from one server at once, which is what pre-flight counted
-// slots and WAL senders for. A copy holds one of its server's permits while it reads.
+// At most parallel_copies copies read from one server at once (what pre-flight counted a
+// primary's slots and WAL senders for). A copy holds one of its server's permits while it reads.
 class SourcePermit {
  public:
   static std::optional<SourcePermit> try_take(int64_t task, int shard, const CopyServer &server, int permit) {
@@ -157,8 +157,9 @@ void copy_one_shard(const CopyJob &job, int ordinal, const TablePlan &plan, int 
 }
 
 // A replica that went away mid-copy: no copy reads it again in this task, and this one is tried
-// again at once elsewhere. A failed copy commits nothing on any destination (table_copy.h), so
-// the retry needs no truncate, and it costs none of the table's attempts.
+// again at once elsewhere. A copy whose source fails has committed nothing on any destination
+// (the source is done with before the destinations commit), so the retry needs no truncate, and
+// it costs none of the table's attempts.
 bool replica_lost(const CopyJob &job, int ordinal, int shard, const CopyServer &server, const Error &e) {
   if (!server.replica() || worker_stop_requested || !lost_the_source(e)) return false;
   std::string why = std::string("lost during a copy: ") + e.what();

@@ -194,7 +194,27 @@ TEST_F(ReplicaCopy, TwoStandbysServeEveryCopyUnderLoad) {
   ASSERT_TRUE(wait_caught_up(task, 120000)) << state(task);
   expect_identical(*source_, dests_);
   expect_big_identical();
-  stop_and_expect_no_slots(task);
+
+  // The cutover on PostgreSQL 17 servers: its reverse stream (a publication and slots on the new
+  // shards) brings a write made on the new cluster back to the old primary.
+  std::string cutover = control_->value("SELECT reshard_cutover(" + task + ")");
+  std::string outcome;
+  wait_until([&] {
+    outcome = control_->value("SELECT state || ' ' || coalesce(error, '') FROM reshard_cutover WHERE id = " + cutover);
+    return outcome.rfind("done", 0) == 0 || outcome.rfind("aborted", 0) == 0;
+  }, 60000);
+  ASSERT_EQ(outcome, "done ") << control_->log();
+  std::string reverse = control_->value("SELECT reverse_task_id FROM reshard_cutover WHERE id = " + cutover);
+  ASSERT_TRUE(wait_state(reverse, "replicating")) << state(reverse);
+  dests_[1]->exec("INSERT INTO users VALUES (987654321, 'after the cutover', 0)");
+  EXPECT_TRUE(wait_until([&] { return source_->value("SELECT count(*) FROM users WHERE id = 987654321") == "1"; }, 30000))
+      << state(reverse);
+  control_->exec("SELECT reshard_stop(" + reverse + ")");
+  EXPECT_TRUE(wait_state(reverse, "cancelled"));
+  for (auto &d : dests_) {
+    EXPECT_TRUE(wait_until([&] { return d->value("SELECT count(*) FROM pg_replication_slots") == "0"; })) << d->name();
+  }
+  EXPECT_EQ(source_->value("SELECT count(*) FROM pg_replication_slots"), "0");
 }
 
 // The standby a copy reads is stopped mid-copy: that copy starts again at once on the other one
