@@ -161,6 +161,7 @@ class TableCopier {
   TaskContext &ctx_;
   TableCopyObserver *observer_;
   const StandbySource *standby_;  // null: the source is the shard's primary
+  int snapshot_tries_ = 1;        // a standby snapshot's, for the log
   const std::string columns_;
   std::string encoding_;  // the source's server encoding, the client_encoding of every session
 
@@ -199,7 +200,8 @@ TableCopyResult TableCopier::run() {
                                " from " + endpoint(source_params_) + " to " +
                                std::to_string(destinations_.size()) + " shards in " +
                                std::to_string(ms.count()) + " ms, watermark " +
-                               result_.watermark.to_string());
+                               result_.watermark.to_string() +
+                               (standby_ ? " (standby snapshot at try " + std::to_string(snapshot_tries_) + ")" : ""));
   return std::move(result_);
 }
 
@@ -295,6 +297,7 @@ void TableCopier::take_standby_snapshot() {
     Result positions = source_->exec(sql);
     if (positions.value(0, 0) == positions.value(0, 1)) {
       result_.watermark = Lsn::parse_or_throw(positions.value(0, 0));
+      snapshot_tries_ = tries;
       return;
     }
     source_->exec("ROLLBACK");
