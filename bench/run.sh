@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
-# The whole benchmark in one command: bench/copy.sh, bench/apply.sh and bench/cutover.sh one after
-# another (each starts and stops its own servers), then one results file, bench/RESULTS.md: the
-# machine, the commit, a summary against the targets (the rows each benchmark appends to $SUMMARY)
-# and every benchmark's own results. Not part of the test suite: run it by hand, as root:
+# The whole benchmark in one command: bench/copy.sh, bench/replicas.sh, bench/apply.sh and
+# bench/cutover.sh one after another (each starts and stops its own servers), then one results file,
+# bench/RESULTS.md: the machine, the commit, a summary against the targets (the rows each benchmark
+# appends to $SUMMARY) and every benchmark's own results. Not part of the test suite: run it by hand,
+# as root:
 #
 #   bash bench/run.sh                                   everything at full size
 #   ONLY=apply,cutover RESULTS=/tmp/r.md bash bench/run.sh      a subset, results elsewhere
+#   ONLY=replicas ROWS=50000 DOC_ROWS=1000 RESULTS=/tmp/r.md bash bench/run.sh     one, small
 #   ROWS=300000 TRANSACTIONS=20000 REPEAT=1 STEADY_SECONDS=10 CYCLES=1 RESULTS=/tmp/r.md bash bench/run.sh
 #                                                       a quick run of everything
 #
 # Every other setting reaches the benchmarks through the environment: see each one's header. A name
-# two of them read reaches both: REPEAT (copy, apply), FSYNC (copy, apply), CLIENTS (apply, cutover)
-# and RATE, which is apply's steady load (default 1000/s) and cutover's load (default 500/s).
+# several of them read reaches them all: REPEAT (copy, replicas, apply; replicas' default is 1, the
+# others' 3), FSYNC (copy, replicas, apply), ROWS, DOC_ROWS, WARMUP, SHARED_BUFFERS and MAX_WAL_SIZE
+# (copy, replicas), CLIENTS (apply, cutover) and RATE, which is apply's steady load (default 1000/s)
+# and cutover's load (default 500/s). bench/replicas.sh also needs a PostgreSQL 17 server (PG17BIN;
+# it runs scripts/install-pg17.sh when the default one is missing).
 #
 # A benchmark that fails stops the run (exit 1): bench/RESULTS.md is left as it was, and the results
 # of the benchmarks done so far stay in a directory under /tmp, named on exit.
 #
-# Settings (environment): ONLY (copy,apply,cutover: which to run, always in that order), RESULTS
-# (bench/RESULTS.md), PGBIN (pg_config --bindir).
+# Settings (environment): ONLY (copy,replicas,apply,cutover: which to run, always in that order),
+# RESULTS (bench/RESULTS.md), PGBIN (pg_config --bindir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 RESULTS=${RESULTS:-$root/bench/RESULTS.md}
-ONLY=${ONLY:-copy,apply,cutover}
+default_only=copy,replicas,apply,cutover
+ONLY=${ONLY:-$default_only}
 # The settings of the benchmarks, for the command that reproduces the run.
-knobs=(ONLY ROWS WARMUP SHARED_BUFFERS MAX_WAL_SIZE SCALE TRANSACTIONS STEADY_SECONDS CYCLES WAIT
-       REPEAT CLIENTS RATE FSYNC PGBIN)
+knobs=(ONLY ROWS DOC_ROWS ORDER_TABLES WARMUP SHARED_BUFFERS MAX_WAL_SIZE SCALE TRANSACTIONS
+       STEADY_SECONDS CYCLES WAIT REPEAT CLIENTS RATE FSYNC PGBIN PG17BIN)
 
 # shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
 
-all=(copy apply cutover)
+all=(copy replicas apply cutover)
 selected=()
 IFS=, read -r -a wanted <<<"$ONLY"
 for w in "${wanted[@]}"; do
@@ -81,7 +87,7 @@ total=$(( ($(now_us) - run_started) / 1000000 ))
 command=""
 for v in "${knobs[@]}"; do
   [ -n "${!v+set}" ] || continue
-  [ "$v" = ONLY ] && [ "$ONLY" = copy,apply,cutover ] && continue
+  [ "$v" = ONLY ] && [ "$ONLY" = "$default_only" ] && continue
   [ "$v" = PGBIN ] && [ "$PGBIN" = "$(pg_config --bindir 2>/dev/null)" ] && continue
   value=${!v}
   [[ $value =~ ^[A-Za-z0-9_.,/:+=-]+$ ]] || value=${value@Q}
