@@ -411,29 +411,13 @@ no_slots_left() {  # what, source server...
 }
 
 run_pgdog() {  # repetition, method, source cluster, destination cluster, "source servers", "destination servers"
-  local rep=$1 method=$2 task state st ph pr rc last_report now counts
+  local rep=$1 method=$2 task counts
   local -a sources dests
   read -r -a sources <<<"$5"
   read -r -a dests <<<"$6"
   memory_start
   task=$(value ctl "SELECT reshard_copy_data('$3', '$4', 'pgdog')")
-  last_report=$(now_us)
-  while :; do
-    state=$(value ctl "SELECT state || ' ' || coalesce(phase, '-') || ' ' || coalesce(progress::text, '-')
-                       || ' ' || rows_copied FROM reshard_status WHERE id = $task")
-    case $state in
-      replicating*) break ;;
-      failed* | cancelled* | done*)
-        die "pgdog_reshard task $task ended: $(value ctl "SELECT state || ': ' || coalesce(error, '') FROM reshard_status WHERE id = $task")" ;;
-    esac
-    now=$(now_us)
-    if ((now - last_report >= 5000000)); then
-      read -r st ph pr rc <<<"$state"
-      say "    task $task: $st, phase $ph, $pr %, $rc rows copied"
-      last_report=$now
-    fi
-    sleep 0.5  # the times come from the server's clock: polling often would only take CPU
-  done
+  wait_replicating "$task" ""
   memory_stop "$memory" "$method" "$rep"
 
   # Times from the control node's own clock: the call (the task's created_at) to the switch to

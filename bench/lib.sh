@@ -67,7 +67,7 @@ free_port() {
 
 # initdb and start one server with the settings below plus $2 (postgresql.conf lines).
 start_instance() {  # name settings [preload]
-  local name=$1 dir="$base/$1" p attempt
+  local name=$1 dir="$base/$1"
   as_pg "$PGBIN/initdb" -D "$dir" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
   {
     echo "# bench/$bench_name.sh"
@@ -78,11 +78,17 @@ start_instance() {  # name settings [preload]
     echo "$2"
     [ "${3:-}" = preload ] && echo "shared_preload_libraries = 'pgdog_reshard'"
   } >>"$dir/postgresql.conf"
-  # Another process (a test suite, say) may take the port first: then try another one.
-  for attempt in 1 2 3 4 5; do
+  start_on_free_port "$name" "$PGBIN"
+}
+
+# pg_ctl start of the server in $base/<name> on a free port, recorded in port[name]. Another
+# process (a test suite, say) may take the port first: then another one is tried.
+start_on_free_port() {  # name bindir
+  local name=$1 dir="$base/$1" p _
+  for _ in 1 2 3 4 5; do
     p=$(free_port)
     rm -f "$base/$name.log"
-    if as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$base/$name.log" -o "-p $p" -w start >/dev/null 2>&1; then
+    if as_pg "$2/pg_ctl" -D "$dir" -l "$base/$name.log" -o "-p $p" -w start >/dev/null 2>&1; then
       port[$name]=$p
       return
     fi
@@ -90,6 +96,29 @@ start_instance() {  # name settings [preload]
     say "port $p was taken, trying another one for $name"
   done
   die "could not start $name (see $base/$name.log)"
+}
+
+# Polls a reshard_copy_data task until it replicates (every table copied), saying how it does every
+# 5 s; dies if it ends first. `what`: how messages name the task's run ("" or " (2 replicas)", say).
+wait_replicating() {  # task what
+  local task=$1 state st ph pr rc last_report now
+  last_report=$(now_us)
+  while :; do
+    state=$(value ctl "SELECT state || ' ' || coalesce(phase, '-') || ' ' || coalesce(progress::text, '-')
+                       || ' ' || rows_copied FROM reshard_status WHERE id = $task")
+    case $state in
+      replicating*) return ;;
+      failed* | cancelled* | done*)
+        die "pgdog_reshard task $task$2 ended: $(value ctl "SELECT state || ': ' || coalesce(error, '') FROM reshard_status WHERE id = $task")" ;;
+    esac
+    now=$(now_us)
+    if ((now - last_report >= 5000000)); then
+      read -r st ph pr rc <<<"$state"
+      say "    task $task: $st, phase $ph, $pr %, $rc rows copied"
+      last_report=$now
+    fi
+    sleep 0.5  # the times come from the server's clock: polling often would only take CPU
+  done
 }
 
 psql_at() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "${port[$1]}" -d postgres "${@:2}"; }

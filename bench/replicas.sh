@@ -257,9 +257,9 @@ SQL
 label=$(cat "$base/backup_label.out")
 [[ $label == *"START WAL LOCATION"* ]] || die "pg_backup_stop gave no backup label: $label"
 
-# A standby on a free port (another one if a process took it first), as start_instance does.
+# A standby of the primary, from the base backup, on a free port.
 start_standby() {  # name
-  local name=$1 dir="$base/$1" p _
+  local name=$1 dir="$base/$1"
   printf '%s\n' "$label" >"$dir/backup_label"
   : >"$dir/standby.signal"
   cat >>"$dir/postgresql.conf" <<CONF
@@ -269,17 +269,7 @@ hot_standby_feedback = on
 CONF
   chown postgres "$dir/backup_label" "$dir/standby.signal"
   chmod 600 "$dir/backup_label" "$dir/standby.signal"
-  for _ in 1 2 3 4 5; do
-    p=$(free_port)
-    rm -f "$base/$name.log"
-    if as_pg "$PG17BIN/pg_ctl" -D "$dir" -l "$base/$name.log" -o "-p $p" -w start >/dev/null 2>&1; then
-      port[$name]=$p
-      return
-    fi
-    grep -q 'Address already in use' "$base/$name.log" || break
-    say "port $p was taken, trying another one for $name"
-  done
-  die "could not start the standby $name (see $base/$name.log)"
+  start_on_free_port "$name" "$PG17BIN"
 }
 
 # Every standby streaming and replayed up to the primary's WAL end as it is now.
@@ -419,29 +409,13 @@ no_slots_left() {  # what, server...
 }
 
 run_copy() {  # replicas, repetition
-  local n=$1 rep=$2 task state st ph pr rc last_report now i
+  local n=$1 rep=$2 task i
   local -a before after
   load_replicas_config "$n"
   mapfile -t before < <(cpu_ticks "${servers[@]}")
   memory_start
   task=$(psql_at ctl -At -c "SET pgdog_reshard.schema_sync = off" -c "SELECT reshard_copy_data('prod', 'prod_new', 'pgdog')")
-  last_report=$(now_us)
-  while :; do
-    state=$(value ctl "SELECT state || ' ' || coalesce(phase, '-') || ' ' || coalesce(progress::text, '-')
-                       || ' ' || rows_copied FROM reshard_status WHERE id = $task")
-    case $state in
-      replicating*) break ;;
-      failed* | cancelled* | done*)
-        die "pgdog_reshard task $task ($n replicas) ended: $(value ctl "SELECT state || ': ' || coalesce(error, '') FROM reshard_status WHERE id = $task")" ;;
-    esac
-    now=$(now_us)
-    if ((now - last_report >= 5000000)); then
-      read -r st ph pr rc <<<"$state"
-      say "    task $task: $st, phase $ph, $pr %, $rc rows copied"
-      last_report=$now
-    fi
-    sleep 0.5  # the times come from the server's clock: polling often would only take CPU
-  done
+  wait_replicating "$task" " ($n replicas)"
   mapfile -t after < <(cpu_ticks "${servers[@]}")
   memory_stop "$memory" "$n" "$rep"
   local -a cpu=()
