@@ -64,15 +64,24 @@ struct Stat {
   int64_t rows = 0;
   Checksum sum;
   int64_t misplaced = 0;
+  Checksum versions;  // source reads of a re-check only: the sum of the rows' version hashes
 
   void add(const Stat &other) {
     rows += other.rows;
     sum.add(other.sum);
     misplaced += other.misplaced;
+    versions.add(other.versions);
   }
 };
 
 bool same_rows(const Stat &a, const Stat &b) { return a.rows == b.rows && a.sum == b.sum; }
+
+// Whether no row of a bucket was written between two reads of the source: same content and the
+// same row versions. Content alone would miss a value set and set back (A, B, A) while the
+// destination read in between held B.
+bool unchanged(const Stat &before, const Stat &after) {
+  return same_rows(before, after) && before.versions == after.versions;
+}
 
 // The rows whose identity hash has `id` as its low `bits` bits, with both sides' aggregates.
 struct Bucket {
@@ -123,11 +132,13 @@ class TableSql {
     row_hash_ = "pg_catalog.hashtextextended(" + row_of(table.columns) + ", 0)";
   }
 
-  // Per bucket of the low `bits` bits, of the rows in `within`: bucket, rows, checksum, misplaced.
-  std::string buckets(int bits, const std::vector<Bucket> &within, const std::string &misplaced) const {
+  // Per bucket of the low `bits` bits, of the rows in `within`: bucket, rows, checksum, misplaced
+  // and, with `versions`, the sum of the rows' version hashes (see rows_of).
+  std::string buckets(int bits, const std::vector<Bucket> &within, const std::string &misplaced,
+                      bool versions = false) const {
     return "SELECT " + masked(bits) + ", pg_catalog.count(*), pg_catalog.sum(s.r)::pg_catalog.text, " +
-           "pg_catalog.count(*) FILTER (WHERE s.m) FROM " + rows_of(misplaced) + " WHERE " +
-           in_buckets(within) + " GROUP BY 1";
+           "pg_catalog.count(*) FILTER (WHERE s.m)" + (versions ? ", pg_catalog.sum(s.v)::pg_catalog.text" : "") +
+           " FROM " + rows_of(misplaced) + " WHERE " + in_buckets(within) + " GROUP BY 1";
   }
 
   // Whether a row's identity is all of it (REPLICA IDENTITY FULL): then every change moves the row
@@ -147,12 +158,19 @@ class TableSql {
   }
 
  private:
-  // Every row as (h identity hash, r row hash, i identity text, m misplaced). The subquery is
-  // pulled up, so a query computes only the columns it uses, and r only for rows its filter keeps.
+  // Every row as (h identity hash, r row hash, i identity text, m misplaced, v version hash). The
+  // subquery is pulled up, so a query computes only the columns it uses, and r only for rows its
+  // filter keeps. v hashes the row version's xmin and ctid: any write makes a new version, even one
+  // that leaves the content as it was.
   std::string rows_of(const std::string &misplaced) const {
     return "(SELECT pg_catalog.hashtextextended(" + identity_text_ + ", 0) AS h, " + row_hash_ + " AS r, " +
-           identity_text_ + " AS i, " + misplaced + " AS m FROM ONLY " + table_ + " t) s";
+           identity_text_ + " AS i, " + misplaced + " AS m, " + kVersionHash + " AS v FROM ONLY " + table_ +
+           " t) s";
   }
+
+  static constexpr const char *kVersionHash =
+      "pg_catalog.hashtextextended(t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) "
+      "t.ctid::pg_catalog.text, 0)";
 
   std::string table_;
   bool whole_row_identity_;
@@ -346,7 +364,8 @@ class Comparison {
   // is the same) and count any change anywhere as a change to every bucket of the round.
   void read_level0(const std::vector<Bucket> &within, bool bracketed) {
     bool whole_table = bracketed && sql_.whole_row_identity();
-    std::string source_sql = sql_.buckets(kBucketBits, whole_table ? std::vector<Bucket>{} : within, "false");
+    std::string source_sql =
+        sql_.buckets(kBucketBits, whole_table ? std::vector<Bucket>{} : within, "false", bracketed);
     Level0 first{};
     for (const Result &res : runner_.run(source_, source_sql, tally_)) tally_.read(store(res, first));
     if (bracketed) options_.wait_applied(runner_.positions());
@@ -366,9 +385,9 @@ class Comparison {
     Level0 again{};
     for (const Result &res : runner_.run(source_, source_sql, tally_)) tally_.read(store(res, again));
     bool moved = false;
-    for (int id = 0; whole_table && id < kBuckets; id++) moved = moved || !same_rows(again[id], first[id]);
+    for (int id = 0; whole_table && id < kBuckets; id++) moved = moved || !unchanged(first[id], again[id]);
     for (const Bucket &b : read) {
-      if (moved || !same_rows(again[b.id], first[b.id])) changed_on_source_.insert(b.id);
+      if (moved || !unchanged(first[b.id], again[b.id])) changed_on_source_.insert(b.id);
     }
   }
 
@@ -390,7 +409,9 @@ class Comparison {
   }
 
   static Stat stat_of(const Result &res, int r) {
-    return Stat{to_int64(res.value(r, 1)), to_checksum(res.value(r, 2)), to_int64(res.value(r, 3))};
+    Stat s{to_int64(res.value(r, 1)), to_checksum(res.value(r, 2)), to_int64(res.value(r, 3)), {}};
+    if (res.columns() > 4) s.versions = to_checksum(res.value(r, 4));
+    return s;
   }
 
   // Narrows the differing buckets depth first (so the buckets waiting stay few), fetching the

@@ -28,9 +28,12 @@
 // has applied up to them), the destination is read, then the source again. The destination then
 // holds a state between the two source reads, so a bucket the source did not change meanwhile
 // must be equal, and one it changed is re-checked again (after the last re-check its rows are
-// changing_rows, verdict "unsettled" if nothing else differs). A REPLICA IDENTITY FULL row changes
-// bucket whenever it changes, so for such a table a change anywhere counts for every bucket. Only what still differs in the last
-// round is reported; nothing is dropped silently: the last round's differences are the result.
+// changing_rows, verdict "unsettled" if nothing else differs). "Did not change" means the same
+// content and the same row versions (xmin and ctid): a value set and set back between the two
+// reads is a change, since the destination may hold the value in between. A REPLICA IDENTITY FULL
+// row changes bucket whenever it changes, so for such a table a change anywhere counts for every
+// bucket. Only what still differs in the last round is reported; nothing is dropped silently: the
+// last round's differences are the result.
 #pragma once
 
 #include <cstdint>
