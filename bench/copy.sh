@@ -205,13 +205,8 @@ done
 
 # The control node's configuration: the two source clusters and the two destination clusters, both
 # destinations with the same sharding rules (prod_1x is dst0 alone, so everything goes to its shard 0).
-database_entry() {  # cluster server [shard]
-  printf '[[databases]]\nname = "%s"\nhost = "127.0.0.1"\nport = %s\ndatabase_name = "postgres"\n' "$1" "${port[$2]}"
-  [ $# -lt 3 ] || printf 'shard = %s\n' "$3"
-  echo
-}
 load_copy_config() {
-  local cluster rules="" users=""
+  local cluster rules=""
   for cluster in prod_1x prod_2x; do
     rules+="[[sharded_tables]]
 database = \"$cluster\"
@@ -227,26 +222,13 @@ data_type = \"bigint\"
 
 "
   done
-  for cluster in prod prod_2src prod_1x prod_2x; do
-    users+="[[users]]
-name = \"postgres\"
-database = \"$cluster\"
-
-"
-  done
-  psql_at ctl >/dev/null <<SQL
-SELECT reshard_load_config(\$toml\$
-$(database_entry prod src)
+  load_toml "$(database_entry prod src)
 $(database_entry prod_2src srca 0)
 $(database_entry prod_2src srcb 1)
 $(database_entry prod_1x dst0 0)
 $(database_entry prod_2x dst0 0)
 $(database_entry prod_2x dst1 1)
-$rules
-\$toml\$, \$users\$
-$users
-\$users\$);
-SQL
+$rules" prod prod_2src prod_1x prod_2x
 }
 
 psql_at ctl -c "CREATE EXTENSION pgdog_reshard"

@@ -128,42 +128,34 @@ conninfo() { echo "host=127.0.0.1 port=${port[$1]} user=postgres dbname=postgres
 now_us() { local t=$EPOCHREALTIME; echo "${t//[!0-9]/}"; }
 seconds() { printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); }
 
+# One [[databases]] entry of pgdog.toml: server `server` as `cluster` (shard `shard` if given).
+database_entry() {  # cluster server [shard]
+  printf '[[databases]]\nname = "%s"\nhost = "127.0.0.1"\nport = %s\ndatabase_name = "postgres"\n' "$1" "${port[$2]}"
+  [ $# -lt 3 ] || printf 'shard = %s\n' "$3"
+  echo
+}
+
+# Loads into the control node `ctl` the pgdog.toml given, with users.toml letting postgres reach
+# each of the clusters named.
+load_toml() {  # pgdog.toml clusters...
+  local cluster users=""
+  for cluster in "${@:2}"; do users+=$'[[users]]\nname = "postgres"\ndatabase = "'"$cluster"$'"\n\n'; done
+  psql_at ctl >/dev/null <<SQL
+SELECT reshard_load_config(\$toml\$
+$1
+\$toml\$, \$users\$
+$users
+\$users\$);
+SQL
+}
+
 # Loads into the control node `ctl` a PgDog config with database "prod" (server `src`) and
 # "prod_2x" (servers `dst0`, `dst1` as shards 0 and 1), and the [[sharded_tables]] given.
 load_config() {  # sharded_tables TOML
-  psql_at ctl >/dev/null <<SQL
-SELECT reshard_load_config(\$toml\$
-[[databases]]
-name = "prod"
-host = "127.0.0.1"
-port = ${port[src]}
-database_name = "postgres"
-
-[[databases]]
-name = "prod_2x"
-host = "127.0.0.1"
-port = ${port[dst0]}
-database_name = "postgres"
-shard = 0
-
-[[databases]]
-name = "prod_2x"
-host = "127.0.0.1"
-port = ${port[dst1]}
-database_name = "postgres"
-shard = 1
-
-$1
-\$toml\$, \$users\$
-[[users]]
-name = "postgres"
-database = "prod"
-
-[[users]]
-name = "postgres"
-database = "prod_2x"
-\$users\$);
-SQL
+  load_toml "$(database_entry prod src)
+$(database_entry prod_2x dst0 0)
+$(database_entry prod_2x dst1 1)
+$1" prod prod_2x
 }
 
 # Samples, every 100 ms, /proc/<pid>/status of the control node's pgdog_reshard background workers

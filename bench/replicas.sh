@@ -301,12 +301,6 @@ say "prod :${port[src]} (replicas rep1 :${port[rep1]}, rep2 :${port[rep2]})   pr
 
 psql_at ctl -c "CREATE EXTENSION pgdog_reshard"
 
-database_entry() {  # cluster server [shard]
-  printf '[[databases]]\nname = "%s"\nhost = "127.0.0.1"\nport = %s\ndatabase_name = "postgres"\n' "$1" "${port[$2]}"
-  [ $# -lt 3 ] || printf 'shard = %s\n' "$3"
-  echo
-}
-
 # prod: the primary and the first $1 standbys as copy replicas; prod_new: dst0 and dst1. Every table
 # sharded by its key (hash, bigint), as bench/copy.sh's destinations.
 load_replicas_config() {  # replicas
@@ -324,23 +318,11 @@ data_type = \"bigint\"
 
 "
   done
-  psql_at ctl >/dev/null <<SQL
-SELECT reshard_load_config(\$toml\$
-$entries
+  load_toml "$entries
 
 $(database_entry prod_new dst0 0)
 $(database_entry prod_new dst1 1)
-$rules
-\$toml\$, \$users\$
-[[users]]
-name = "postgres"
-database = "prod"
-
-[[users]]
-name = "postgres"
-database = "prod_new"
-\$users\$);
-SQL
+$rules" prod prod_new
   [ "$(value ctl "SELECT count(*) FILTER (WHERE name = 'prod' AND role = 'replica' AND resharding_only) || ' ' ||
                          count(*) FROM reshard_databases")" = "$1 $((3 + $1))" ] ||
     die "the control node does not have prod's $1 copy replica(s): $(value ctl "SELECT string_agg(name || ':' || port || ':' || role, ', ') FROM reshard_databases")"
