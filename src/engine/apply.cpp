@@ -617,22 +617,20 @@ void ChangeApplier::Impl::on_update(const Update &update) {
     release_held(*t, key_row);
     if (renamed) release_held(*t, new_row_);
   }
-  if (to == kAllShards) {
-    for (size_t s = 0; s < shards_.size(); s++) {
-      if (merge) {
-        hold_update(*t, static_cast<int>(s), new_row_);
-      } else {
-        this->update(*t, static_cast<int>(s), new_row_, key_row, renamed);
-      }
+  // The update of the row on one shard where it stays: held to be merged, or sent.
+  auto update_on = [&](int shard) {
+    if (merge) {
+      hold_update(*t, shard, new_row_);
+    } else {
+      this->update(*t, shard, new_row_, key_row, renamed);
     }
+  };
+  if (to == kAllShards) {
+    for (size_t s = 0; s < shards_.size(); s++) update_on(static_cast<int>(s));
   } else {
     previous_shards(*t, has_old, renamed, to);
     if (previous_.empty()) {
-      if (merge) {
-        hold_update(*t, to, new_row_);
-      } else {
-        this->update(*t, to, new_row_, key_row, renamed);
-      }
+      update_on(to);
     } else {
       move_row(*t, to, key_row);
     }
